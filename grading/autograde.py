@@ -1,0 +1,278 @@
+"""``python -m grading autograde``: grade a batch, one isolated course root per submission.
+
+For every ``<student>/<chapter>/`` folder:
+
+1. read and check the notebook on the trusted side (:func:`grading.submissions.prepare`):
+   missing, misnamed, non-UTF-8, malformed JSON; note test cells that were
+   edited, deleted or duplicated (nbgrader restores them);
+2. copy the chapter's template course root (source + gradebook from
+   ``generate_assignment``) into a private folder with only this submission;
+3. run nbgrader's autograde and generate_feedback there in a subprocess with a
+   wall-clock limit (:mod:`grading.worker`), so a hung or crashing notebook
+   costs that student only;
+4. read the scores from that private gradebook and write one CSV row.
+
+No submission can stop the batch; the tool exits non-zero only when it
+itself fails (bad arguments, a broken chapter).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from grading.course import load_config, make_template
+from grading.paths import GradingError, chapters, repo_root, tool_env
+from grading.submissions import Prepared, Submission, discover, find_root, prepare, safe_extract
+
+CSV_COLUMNS = ["student", "chapter", "score", "max_score", "status", "message"]
+DEFAULT_CELL_TIMEOUT = 60
+DEFAULT_NOTEBOOK_TIMEOUT = 600
+
+
+@dataclass
+class Result:
+    student: str
+    chapter: str
+    score: float
+    max_score: float
+    status: str  # "graded" or "error"
+    message: str
+    cells: dict[str, tuple[float, float]] = field(default_factory=dict)
+    feedback: Path | None = None
+
+    def row(self) -> dict[str, str]:
+        return {
+            "student": self.student,
+            "chapter": self.chapter,
+            "score": f"{self.score:g}",
+            "max_score": f"{self.max_score:g}",
+            "status": self.status,
+            "message": self.message,
+        }
+
+
+@dataclass
+class Template:
+    root: Path
+    release_nb: nbformat.NotebookNode
+    max_score: float
+
+
+def _max_score(course_root: Path, chapter: str) -> float:
+    from nbgrader.api import Gradebook
+
+    cfg = load_config(course_root)
+    with Gradebook(f"sqlite:///{course_root / 'gradebook.db'}", cfg.CourseDirectory.course_id) as gb:
+        return float(gb.find_assignment(chapter).max_score)
+
+
+def build_templates(names: list[str], workdir: Path, root: Path) -> dict[str, Template]:
+    templates = {}
+    for chapter in names:
+        course_root = make_template(chapter, workdir, root)
+        release_nb = nbformat.read(course_root / "release" / chapter / f"{chapter}.ipynb", as_version=4)
+        templates[chapter] = Template(course_root, release_nb, _max_score(course_root, chapter))
+    return templates
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (kernels start their own session, so killpg misses them)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    for pid in [*_descendants(proc.pid), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def _scores(course_root: Path, chapter: str, student: str) -> tuple[float, dict[str, tuple[float, float]]]:
+    from nbgrader.api import Gradebook
+
+    cfg = load_config(course_root)
+    with Gradebook(f"sqlite:///{course_root / 'gradebook.db'}", cfg.CourseDirectory.course_id) as gb:
+        submission = gb.find_submission(chapter, student)
+        cells = {
+            grade.name: (float(grade.score), float(grade.max_score))
+            for notebook in submission.notebooks
+            for grade in notebook.grades
+        }
+        return float(submission.score), cells
+
+
+def _execution_notes(autograded: Path, cell_timeout: int) -> list[str]:
+    notes = []
+    nb = nbformat.read(autograded, as_version=4)
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" and output.get("ename") == "CellTimeoutError":
+                gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+                where = f"cell {gid}" if gid else f"cell {index + 1}"
+                notes.append(f"timeout: {where} ran over the {cell_timeout} s cell limit and was interrupted")
+    return notes
+
+
+def grade_one(
+    sub: Submission,
+    template: Template | None,
+    workdir: Path,
+    out: Path,
+    *,
+    cell_timeout: int = DEFAULT_CELL_TIMEOUT,
+    notebook_timeout: int = DEFAULT_NOTEBOOK_TIMEOUT,
+) -> Result:
+    """Grade one submission; never raises for anything the submission did."""
+    if template is None:
+        return Result(sub.student, sub.chapter, 0, 0, "error", f"unknown chapter {sub.chapter!r}")
+
+    def error(message: str, notes: list[str] = ()) -> Result:
+        return Result(sub.student, sub.chapter, 0, template.max_score, "error", "; ".join([message, *notes]))
+
+    prepared: Prepared = prepare(sub, template.release_nb)
+    if prepared.error:
+        return error(prepared.error)
+    course_root = workdir / f"{sub.student}--{sub.chapter}"
+    shutil.copytree(template.root, course_root, ignore=shutil.ignore_patterns("release", "exchange"))
+    target = course_root / "submitted" / sub.student / sub.chapter / f"{sub.chapter}.ipynb"
+    target.parent.mkdir(parents=True)
+    nbformat.write(prepared.notebook, target)
+
+    env = tool_env(TM_SCALE="reduced", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "grading.worker", str(course_root), sub.student, sub.chapter, str(cell_timeout)]
+    proc = subprocess.Popen(
+        cmd, cwd=course_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        output, _ = proc.communicate(timeout=notebook_timeout)
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc)
+        return error(f"timeout: grading ran over the {notebook_timeout} s notebook limit", prepared.notes)
+    finally:
+        if proc.poll() is None:
+            _kill_tree(proc)
+    report_path = course_root / "worker.json"
+    if not report_path.is_file():
+        tail = output.decode("utf-8", "replace").strip().splitlines()[-1:] if output else []
+        return error(f"grader process failed (exit code {proc.returncode}) {' '.join(tail)}".strip(), prepared.notes)
+    report = json.loads(report_path.read_text())
+    auto = report["autograde"]
+    autograded = course_root / "autograded" / sub.student / sub.chapter / f"{sub.chapter}.ipynb"
+    log = (auto.get("log") or "") + (auto.get("error") or "")
+    if not autograded.is_file():
+        if "DeadKernelError" in log or "Kernel died" in log or "kernel died" in log.lower():
+            reason = "kernel died while running the notebook (os._exit, a crash or out of memory)"
+        else:
+            last = [line for line in log.strip().splitlines() if line.strip()][-1:] or ["no log"]
+            reason = f"nbgrader could not grade the notebook: {last[0][:200]}"
+        return error(reason, prepared.notes)
+    score, cells = _scores(course_root, sub.chapter, sub.student)
+    notes = prepared.notes + _execution_notes(autograded, cell_timeout)
+    result = Result(sub.student, sub.chapter, score, template.max_score, "graded", "; ".join(notes), cells)
+    feedback = course_root / "feedback" / sub.student / sub.chapter / f"{sub.chapter}.html"
+    if feedback.is_file():
+        dest = out / "feedback" / sub.student / f"{sub.chapter}.html"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(feedback, dest)
+        result.feedback = dest
+    elif report.get("feedback") is not None:
+        result.message = "; ".join([*notes, "feedback could not be generated"])
+    return result
+
+
+def autograde(
+    submissions: Path,
+    out: Path,
+    *,
+    jobs: int = 1,
+    cell_timeout: int = DEFAULT_CELL_TIMEOUT,
+    notebook_timeout: int = DEFAULT_NOTEBOOK_TIMEOUT,
+    root: Path | None = None,
+    keep: Path | None = None,
+    log=print,
+) -> list[Result]:
+    """Grade every submission under ``submissions`` (folder or zip); write ``out/grades.csv`` and feedback."""
+    root = root or repo_root()
+    if not submissions.exists():
+        raise GradingError(f"{submissions}: no such file or folder")
+    known = chapters(root)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tm-grade-") as tmp:
+        tmp_path = Path(keep) if keep else Path(tmp)
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        if submissions.is_file():
+            base = find_root(safe_extract(submissions, tmp_path / "unzipped"), known)
+        else:
+            base = find_root(submissions, known)
+        subs = discover(base, known)
+        needed = sorted({s.chapter for s in subs if s.chapter in known})
+        log(f"grading {len(subs)} submission(s) of {', '.join(needed) or 'no known chapter'} with {jobs} job(s)")
+        templates = build_templates(needed, tmp_path / "templates", root)
+        work = tmp_path / "work"
+        work.mkdir()
+
+        def run(sub: Submission) -> Result:
+            start = time.perf_counter()
+            try:
+                result = grade_one(
+                    sub, templates.get(sub.chapter), work, out,
+                    cell_timeout=cell_timeout, notebook_timeout=notebook_timeout,
+                )
+            except Exception as exc:  # a bug of ours on one submission must not lose the others
+                max_score = templates[sub.chapter].max_score if sub.chapter in templates else 0
+                result = Result(sub.student, sub.chapter, 0, max_score, "error", f"internal grader error: {exc!r}"[:300])
+            log(f"  {sub.student}/{sub.chapter}: {result.status} {result.score:g}/{result.max_score:g} "
+                f"({time.perf_counter() - start:.1f} s){' - ' + result.message if result.message else ''}")
+            return result
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            results = list(pool.map(run, subs))
+    write_csv(results, out / "grades.csv")
+    return results
+
+
+def write_csv(results: list[Result], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for result in sorted(results, key=lambda r: (r.student, r.chapter)):
+            writer.writerow(result.row())
+
+
+def format_table(results: list[Result]) -> str:
+    rows = [CSV_COLUMNS] + [list(r.row().values()) for r in sorted(results, key=lambda r: (r.student, r.chapter))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(CSV_COLUMNS) - 1)]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1])
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 7)
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Command line: ``python -m grading {build,release,check,autograde,validate,demo}``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from grading.paths import GradingError, repo_root, resolve_chapters
+
+
+def _cmd_build(args) -> int:
+    from grading.build import build, source_chapters
+
+    root = repo_root()
+    names = args.chapters or source_chapters(root)
+    unknown = [n for n in names if n not in source_chapters(root)]
+    if unknown:
+        raise GradingError(f"no chapters/<name>/<name>.py source for: {', '.join(unknown)}")
+    build(names, root)
+    return 0
+
+
+def _cmd_release(args) -> int:
+    from grading.course import release
+
+    root = repo_root()
+    for path in release(resolve_chapters(args.chapters, root), root):
+        print(f"released {path.relative_to(root)}")
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from grading.check import check
+
+    problems = check()
+    for problem in problems:
+        print(f"FAIL  {problem}")
+    print("check passed: course/ is in sync with solutions/ and holds no solutions or hidden tests"
+          if not problems else f"check failed: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def _cmd_autograde(args) -> int:
+    from grading.autograde import autograde, format_table
+
+    results = autograde(
+        Path(args.submissions), Path(args.out), jobs=args.jobs,
+        cell_timeout=args.cell_timeout, notebook_timeout=args.timeout,
+    )
+    print()
+    print(format_table(results))
+    print(f"\nwrote {Path(args.out) / 'grades.csv'}")
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from grading.validate import report, validate
+
+    path = Path(args.notebook)
+    return 0 if report(path, validate(path, cell_timeout=args.cell_timeout)) else 1
+
+
+def _cmd_demo(args) -> int:
+    from grading.demo import demo
+
+    return demo(jobs=args.jobs, keep=Path(args.keep) if args.keep else None)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m grading", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("build", help="chapters/<ch>/<ch>.py -> executed solutions/<ch>/<ch>.ipynb -> course/")
+    s.add_argument("chapters", nargs="*", help="chapter names (default: all)")
+    s.set_defaults(func=_cmd_build)
+
+    s = sub.add_parser("release", help="regenerate course/ from solutions/")
+    s.add_argument("chapters", nargs="*", help="chapter names (default: all)")
+    s.set_defaults(func=_cmd_release)
+
+    s = sub.add_parser("check", help="exit 1 if course/ is out of sync with solutions/ or leaks answers")
+    s.set_defaults(func=_cmd_check)
+
+    s = sub.add_parser("autograde", help="grade SUBMISSIONS (<student>/<chapter>/<chapter>.ipynb, folder or zip)")
+    s.add_argument("submissions")
+    s.add_argument("--out", required=True, help="folder for grades.csv and feedback/")
+    s.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="submissions graded at once (default: cores)")
+    s.add_argument("--cell-timeout", type=int, default=60, help="seconds one cell may run (default 60)")
+    s.add_argument("--timeout", type=int, default=600, help="seconds one notebook may take in all (default 600)")
+    s.set_defaults(func=_cmd_autograde)
+
+    s = sub.add_parser("validate", help="run a notebook like the grader; exit 1 if a test cell fails")
+    s.add_argument("notebook")
+    s.add_argument("--cell-timeout", type=int, default=120)
+    s.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("demo", help="release, autograde and feedback on bundled samples (headless)")
+    s.add_argument("--jobs", type=int, default=2)
+    s.add_argument("--keep", help="keep the demo workspace in this folder")
+    s.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GradingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
