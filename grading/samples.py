@@ -116,3 +116,15 @@ def write_batch(dest: Path, chapter: str, samples: dict[str, NotebookNode | byte
         else:
             nbformat.write(sample, path)
     return dest
+
+
+def wrong_answers(chapter: str, root: Path | None = None) -> dict[str, dict[str, str]]:
+    """``chapters/<ch>/wrong_answers.py``'s ``WRONG_ANSWERS``: answer-cell id -> {name: wrong cell source}."""
+    import runpy
+
+    from grading.paths import GradingError, repo_root
+
+    path = (root or repo_root()) / "chapters" / chapter / "wrong_answers.py"
+    if not path.is_file():
+        raise GradingError(f"{path}: missing; every chapter lists wrong answers its graders must reject")
+    return runpy.run_path(str(path))["WRONG_ANSWERS"]
