@@ -23,7 +23,7 @@ def demo(*, jobs: int = 2, keep: Path | None = None, log=print) -> int:
         release([DEMO_CHAPTER], root, dest=work / "course")
         batch = write_batch(work / "submitted", DEMO_CHAPTER, make_samples(DEMO_CHAPTER, root))
         log(f"[2/3] autograde + feedback: {', '.join(sorted(p.name for p in batch.iterdir()))}")
-        results = autograde(batch, work / "graded", jobs=jobs, cell_timeout=10, notebook_timeout=120, root=root, log=log)
+        results = autograde(batch, work / "graded", jobs=jobs, cell_timeout=20, notebook_timeout=180, root=root, log=log)
         feedback = sorted((work / "graded" / "feedback").rglob("*.html"))
         log(f"[3/3] wrote {work / 'graded' / 'grades.csv'} and {len(feedback)} feedback file(s)\n")
         log(format_table(results))

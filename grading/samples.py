@@ -85,7 +85,9 @@ def robustness_samples(chapter: str, root: Path | None = None) -> dict[str, Note
     first_test = _first_index(complete, is_test)
 
     duplicated = copy.deepcopy(complete)
-    duplicated.cells.append(copy.deepcopy(complete.cells[first_test]))
+    copied = copy.deepcopy(complete.cells[first_test])
+    copied["id"] = f"{copied.get('id', 'cell')}-copy"  # JupyterLab gives a pasted cell a new id
+    duplicated.cells.append(copied)
     deleted = copy.deepcopy(complete)
     del deleted.cells[first_test]
     edited = filled(rel, sol, replace={ids[0]: "def broken(*args, **kwargs):\n    return None"})

@@ -125,12 +125,16 @@ def prepare(sub: Submission, release_nb: NotebookNode) -> Prepared:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return Prepared(error=f"malformed notebook: {reason[:200]}")
 
-    # Duplicated grade ids: nbgrader keeps the last copy (DeduplicateIds); say so.
+    # Duplicated grade ids: keep the last copy's metadata, as nbgrader's DeduplicateIds means to.
+    # Its own repair leaves `nbgrader: {}` behind, which then crashes OverwriteCells (PITFALLS item 7),
+    # so the earlier copies become plain cells here.
     counts: dict[str, int] = {}
-    for cell in nb.cells:
+    for cell in reversed(nb.cells):
         gid = _grade_id(cell)
         if gid:
             counts[gid] = counts.get(gid, 0) + 1
+            if counts[gid] > 1:
+                del cell.metadata["nbgrader"]
     for gid, n in sorted(counts.items()):
         if n > 1:
             notes.append(f"cell {gid} appears {n} times; graded the last copy")
