@@ -7,9 +7,9 @@ VENV="${TM_VENV:-$REPO/.venv}"
 EXTRAS="${1:-test}"
 
 pick_python() {
-  for py in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+  for py in "${PYTHON:-}" python3 python3.13 python3.12 python3.11; do
     [ -n "$py" ] || continue
-    if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
       echo "$py"; return 0
     fi
   done
