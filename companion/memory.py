@@ -19,7 +19,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["peak_tensor_bytes"]
+__all__ = ["largest_tensor", "peak_tensor_bytes"]
 
 
 class _PeakTracker(TorchDispatchMode):
@@ -54,3 +54,29 @@ def peak_tensor_bytes(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tupl
     with tracker:
         result = fn(*args, **kwargs)
     return result, tracker.peak
+
+
+class _LargestTracker(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+        self.shape: tuple[int, ...] = ()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.numel() > self.largest:
+                self.largest, self.shape = t.numel(), tuple(t.shape)
+        return out
+
+
+def largest_tensor(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, int, tuple[int, ...]]:
+    """Run ``fn``; return ``(result, numel, shape)`` of the largest tensor any operator inside it produced.
+
+    A check that an algorithm never materialises something big, e.g. that tiled
+    attention never forms the ``n_q x n_k`` score matrix.
+    """
+    tracker = _LargestTracker()
+    with tracker:
+        result = fn(*args, **kwargs)
+    return result, tracker.largest, tracker.shape

@@ -26,29 +26,26 @@ from grading.paths import chapter_source, chapters, repo_root
 MIN_LEAK_LINE = 16
 
 
-def _regions(text: str, begin: str, end: str) -> list[list[str]]:
-    regions, current = [], None
-    for line in text.splitlines():
-        if begin in line:
-            current = []
-        elif end in line and current is not None:
-            regions.append(current)
-            current = None
-        elif current is not None:
-            current.append(line)
-    return regions
+def split_secret(source: str) -> tuple[list[str], list[str]]:
+    """A cell's lines inside solution or hidden-test regions, and the lines outside them (markers dropped)."""
+    inside, outside, depth = [], [], 0
+    for line in source.splitlines():
+        if SOLUTION_BEGIN in line or HIDDEN_BEGIN in line:
+            depth += 1
+        elif SOLUTION_END in line or HIDDEN_END in line:
+            depth = max(0, depth - 1)
+        else:
+            (inside if depth else outside).append(line)
+    return inside, outside
 
 
 def secret_lines(nb) -> set[str]:
-    """Distinctive lines of solution and hidden-test regions that appear nowhere else in the notebook."""
+    """Distinctive lines of solution and hidden-test regions that appear nowhere outside such regions."""
     secret, public = set(), set()
     for cell in nb.cells:
-        inside = set()
-        for begin, end in ((SOLUTION_BEGIN, SOLUTION_END), (HIDDEN_BEGIN, HIDDEN_END)):
-            for region in _regions(cell.source, begin, end):
-                inside.update(line.strip() for line in region)
-        secret |= inside
-        public |= {line.strip() for line in cell.source.splitlines()} - inside
+        inside, outside = split_secret(cell.source)
+        secret.update(line.strip() for line in inside)
+        public.update(line.strip() for line in outside)
     return {line for line in secret - public if len(line) >= MIN_LEAK_LINE and not line.startswith("#")}
 
 

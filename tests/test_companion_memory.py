@@ -28,3 +28,13 @@ def test_freed_intermediates_do_not_accumulate_and_views_are_free():
 
     _, peak = peak_tensor_bytes(loop, x)
     assert peak == 2 * 1000 * 4  # at most the previous and the new y are alive at once
+
+
+def test_largest_tensor_sees_a_score_matrix_but_not_tiles():
+    from companion.memory import largest_tensor
+
+    q = torch.randn(64, 8)
+    _, numel, shape = largest_tensor(lambda q: (q @ q.T).softmax(-1) @ q, q)
+    assert (numel, shape) == (64 * 64, (64, 64))
+    _, numel, shape = largest_tensor(lambda q: torch.cat([(q[i:i + 16] @ q[:16].T) @ q[:16] for i in range(0, 64, 16)]), q)
+    assert numel == 64 * 8 and shape == (64, 8)

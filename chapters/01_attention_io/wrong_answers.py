@@ -24,6 +24,19 @@ def online_softmax_stats(blocks):
         m = m_new
     return m, l
 ''',
+        "float64_result": '''
+def online_softmax_stats(blocks):
+    m = torch.tensor(float("-inf"), dtype=torch.float64)
+    l = torch.tensor(0.0, dtype=torch.float64)
+    for block in blocks:
+        block = block.double()
+        m_new = torch.maximum(m, block.max())
+        if torch.isneginf(m_new):
+            continue
+        l = l * torch.exp(m - m_new) + torch.exp(block - m_new).sum()
+        m = m_new
+    return m, l
+''',
         "nan_on_masked_block": '''
 def online_softmax_stats(blocks):
     m = l = None
@@ -94,6 +107,11 @@ def tiled_attention(q, k, v, block_q=16, block_k=16):
         outs.append(acc / l.unsqueeze(-1))
         lses.append(m + torch.log(l))
     return torch.cat(outs, -2), torch.cat(lses, -1)
+''',
+        "full_score_matrix": '''
+def tiled_attention(q, k, v, block_q=16, block_k=16):
+    s = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    return torch.softmax(s, dim=-1) @ v, torch.logsumexp(s, dim=-1)
 ''',
         "lse_is_max": '''
 def tiled_attention(q, k, v, block_q=16, block_k=16):
