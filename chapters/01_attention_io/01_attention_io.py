@@ -758,11 +758,14 @@ print(f"at N = {ns[-1]}: tiled uses {flash_peak[-1] / naive_peak[-1]:.0%} of nai
 # ## 12. Explore: fast memory and block sizes
 #
 # Choose $M$ and see the schedule Algorithm 1 runs: its block sizes, the tiles it visits and the words it moves.
-# The static figure first, then the widget.
+# Override the key/value block size `block_c` (0 keeps Algorithm 1's choice) to see that the count depends on it
+# alone. The static figure first, then the widget.
 
 # %%
-def show_schedule(M: int, N: int = 256, d: int = 16, causal: bool = False) -> None:
+def show_schedule(M: int, N: int = 256, d: int = 16, causal: bool = False, block_c: int = 0) -> None:
     b_c, b_r = choose_block_sizes(M, d)
+    if block_c:
+        b_c = block_c
     reads, writes = flash_forward_io(N, d, b_c)
     fig, ax = plt.subplots(figsize=(5, 4.5))
     attn_io.plot_tile_schedule(N, N, b_r, b_c, causal=causal, ax=ax)
@@ -782,6 +785,7 @@ widgets.interact(
     N=widgets.fixed(256),
     d=widgets.IntSlider(value=16, min=4, max=32, step=4, continuous_update=False),
     causal=widgets.Checkbox(value=False),
+    block_c=widgets.IntSlider(value=0, min=0, max=128, step=4, continuous_update=False),
 );
 
 # %% [markdown]
