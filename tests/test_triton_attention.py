@@ -20,16 +20,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+from triton_harness import interpreter_results, last_json, run_python
 
-ROOT = Path(__file__).resolve().parent.parent
 MODULE = "companion.attention.triton_kernel"
-TIMEOUT_S = 300
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None  # find_spec does not import triton here
 needs_triton = pytest.mark.skipif(
@@ -145,36 +142,9 @@ _RUN_CASES = textwrap.dedent(
 )
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    env.update(extra)
-    return env
-
-
-def _run(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=ROOT, env=_env(**env), capture_output=True, text=True, timeout=TIMEOUT_S,
-    )
-
-
-def _last_json(proc: subprocess.CompletedProcess) -> dict:
-    assert proc.returncode == 0, f"subprocess failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def interp() -> dict:
-    if not HAS_TRITON:
-        pytest.skip("triton is not installed (pip install -e '.[gpu]')")
-    proc = _run(_RUN_CASES, json.dumps(CASES), TRITON_INTERPRET="1")
-    out = _last_json(proc)
-    out["stderr"] = proc.stderr
-    if not out["HAS_TRITON"]:
-        pytest.skip("triton is installed but does not import in a subprocess")
-    assert out["INTERPRET"], "the module did not see TRITON_INTERPRET=1 at import time"
-    return out
+    return interpreter_results(_RUN_CASES, CASES, HAS_TRITON)
 
 
 def _assert_close(err: float, scale: float, atol: float, rtol: float, what: str) -> None:
@@ -254,7 +224,7 @@ _NO_TRITON = textwrap.dedent(
 
 
 def test_import_without_triton_then_call_raises():
-    out = _last_json(_run(_NO_TRITON))
+    out = last_json(run_python(_NO_TRITON))
     assert out["HAS_TRITON"] is False
     assert out["err"] is not None and out["err"][0] == "RuntimeError", out["err"]
     assert "Triton is not installed: pip install -e '.[gpu]'" in out["err"][1]
@@ -282,7 +252,7 @@ _CPU_NO_INTERPRETER = textwrap.dedent(
 
 @needs_triton
 def test_cpu_tensors_without_interpreter_raise():
-    out = _last_json(_run(_CPU_NO_INTERPRETER))
+    out = last_json(run_python(_CPU_NO_INTERPRETER))
     assert out["HAS_TRITON"] is True
     assert out["plain"] is not None and out["plain"][0] == "RuntimeError", out["plain"]
     assert "CUDA" in out["plain"][1] and "TRITON_INTERPRET=1" in out["plain"][1]
