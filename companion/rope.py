@@ -47,6 +47,12 @@ several radians. Float32 positions are exact up to ``2^24``.
 
 **Long-term decay** (RoFormer §3.4.3): :func:`rope_decay_bound`.
 
+**Train short, test long** (the chapter's experiment): :class:`PositionTaskModel`,
+one causal attention head with RoPE, learned absolute positions or none,
+trained by :func:`train_copy_offset` on :func:`copy_offset_batch` sequences and
+scored per position by :func:`copy_offset_accuracy`; :func:`plot_attention`
+draws its attention.
+
 The fused Triton kernel lives in :mod:`companion.rope_triton`;
 ``apply_rope_triton`` and ``HAS_TRITON`` are importable from here, but Triton
 is imported only when one of them is first asked for.
@@ -69,22 +75,28 @@ if TYPE_CHECKING:
     import matplotlib.pyplot as plt
 
 __all__ = [
+    "ENCODINGS",
     "LinearScaling",
     "NTKScaling",
+    "PositionTaskModel",
     "RotaryEmbedding",
     "Scaling",
     "YaRNScaling",
     "apply_rope",
     "apply_rope_complex",
     "attention_factor",
+    "copy_offset_accuracy",
+    "copy_offset_batch",
     "interleaved_to_half_split_permutation",
     "inv_freq",
+    "plot_attention",
     "plot_decay",
     "plot_frequencies",
     "plot_rotation",
     "resolve_scaling",
     "rope_angles",
     "rope_decay_bound",
+    "train_copy_offset",
     "yarn_ramp",
 ]  # plus HAS_TRITON and apply_rope_triton, imported on first access (kept out of `import *`)
 
@@ -800,6 +812,175 @@ def plot_frequencies(
         fontsize=10,
     )
     ax.legend(fontsize=8)
+    return ax
+
+
+# ----------------------------------------------------------------------------------------
+# A tiny model for the length-generalisation experiment (chapter 02, section 9)
+# ----------------------------------------------------------------------------------------
+
+ENCODINGS = ("rope", "absolute", "nope")
+
+
+def copy_offset_batch(
+    batch: int, seq_len: int, *, vocab: int = 16, offset: int = 3, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The copy-with-offset task: at position ``t`` predict the token at ``t - offset``.
+
+    Returns ``(tokens, targets)``, both ``(batch, seq_len)`` int64: tokens are
+    uniform in ``0..vocab-1``; ``targets[:, t] = tokens[:, t - offset]`` for
+    ``t >= offset`` and ``-100`` (cross-entropy's ``ignore_index``) before.
+    Only *relative* position tells the model where to look.
+    """
+    if offset < 1 or seq_len <= offset:
+        raise ValueError(f"need 1 <= offset < seq_len, got offset={offset}, seq_len={seq_len}")
+    tokens = torch.randint(0, vocab, (batch, seq_len), generator=generator)
+    targets = torch.full_like(tokens, -100)
+    targets[:, offset:] = tokens[:, :-offset]
+    return tokens, targets
+
+
+class PositionTaskModel(nn.Module):
+    """One causal attention head between a token embedding and an unembedding.
+
+    ``encoding`` is where the order comes from:
+
+    * ``"rope"``: ``q`` and ``k`` rotated by :func:`apply_rope` (half-split,
+      ``base``, and the attribute ``scaling``, which can be changed after
+      training to try a context extension);
+    * ``"absolute"``: a learned table of ``max_len`` position vectors added to
+      the token embeddings (GPT-2 style); rows never reached in training stay at
+      their initial values;
+    * ``"nope"``: nothing; only the causal mask breaks the symmetry.
+
+    Shapes: ``tokens (batch, seq)`` -> logits ``(batch, seq, vocab)``.
+    """
+
+    def __init__(
+        self,
+        encoding: str,
+        *,
+        vocab: int = 16,
+        dim: int = 32,
+        max_len: int = 512,
+        base: float = 10000.0,
+        scaling: Scaling | Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+        self.encoding, self.base, self.scaling = encoding, float(base), resolve_scaling(scaling)
+        self.max_len = max_len
+        self.embed = nn.Embedding(vocab, _check_dim(dim))
+        self.pos = nn.Embedding(max_len, dim) if encoding == "absolute" else None
+        if self.pos is not None:
+            nn.init.normal_(self.pos.weight, std=0.02)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.unembed = nn.Linear(dim, vocab)
+
+    def attention(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(weights, values)``: causal attention weights ``(batch, seq, seq)`` and values ``(batch, seq, dim)``."""
+        n = tokens.shape[-1]
+        if n > self.max_len and self.pos is not None:
+            raise ValueError(f"sequence of {n} tokens is longer than the position table ({self.max_len})")
+        h = self.embed(tokens)
+        if self.pos is not None:
+            h = h + self.pos.weight[:n]
+        q, k, v = self.qkv(h).chunk(3, dim=-1)
+        if self.encoding == "rope":
+            q = apply_rope(q, base=self.base, scaling=self.scaling)
+            k = apply_rope(k, base=self.base, scaling=self.scaling)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        future = torch.ones(n, n, dtype=torch.bool, device=tokens.device).triu(1)
+        return scores.masked_fill(future, float("-inf")).softmax(dim=-1), v
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        weights, v = self.attention(tokens)
+        return self.unembed(weights @ v)
+
+
+def train_copy_offset(
+    encoding: str,
+    *,
+    steps: int = 400,
+    seq_len: int = 32,
+    vocab: int = 16,
+    offset: int = 3,
+    dim: int = 32,
+    batch: int = 64,
+    lr: float = 1e-2,
+    base: float = 10000.0,
+    max_len: int = 512,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[PositionTaskModel, list[float]]:
+    """Train a :class:`PositionTaskModel` on copy-with-offset sequences of ``seq_len`` tokens (Adam, fresh batches).
+
+    Seeded: the initial weights come from ``torch.manual_seed(seed)`` and the
+    data from its own generator, so one call gives the same model every time
+    (on one machine, with one thread count). ``progress=True`` shows a
+    ``tqdm.auto`` bar (stderr: keep it out of graded cells). Returns the model
+    (in eval mode) and the training losses.
+    """
+    torch.manual_seed(seed)
+    data = torch.Generator().manual_seed(seed)
+    model = PositionTaskModel(encoding, vocab=vocab, dim=dim, max_len=max_len, base=base)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses: list[float] = []
+    loop: Any = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        loop = tqdm(loop, desc=f"{encoding:>8s}", leave=False)
+    for _ in loop:
+        tokens, targets = copy_offset_batch(batch, seq_len, vocab=vocab, offset=offset, generator=data)
+        logits = model(tokens)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return model.eval(), losses
+
+
+@torch.no_grad()
+def copy_offset_accuracy(
+    model: PositionTaskModel, seq_len: int, *, offset: int = 3, n: int = 256, seed: int = 1
+) -> torch.Tensor:
+    """Accuracy at each position on ``n`` fresh sequences of ``seq_len`` tokens: ``(seq_len,)`` float64.
+
+    Positions ``t < offset`` have no target and hold ``nan``.
+    """
+    vocab = model.unembed.out_features
+    tokens, targets = copy_offset_batch(
+        n, seq_len, vocab=vocab, offset=offset, generator=torch.Generator().manual_seed(seed)
+    )
+    right = (model(tokens).argmax(dim=-1) == targets).to(torch.float64).mean(dim=0)
+    right[:offset] = float("nan")
+    return right
+
+
+def plot_attention(
+    weights: torch.Tensor, ax: plt.Axes | None = None, *, title: str = "", mark: int | None = None
+) -> plt.Axes:
+    """Heatmap of one attention matrix ``(queries, keys)``; ``mark`` draws a dashed line at that query/key index.
+
+    Queries run down, keys across, like the matrix. Colour is the weight (0 to 1).
+    """
+    import matplotlib.pyplot as plt
+
+    if weights.dim() != 2:
+        raise ValueError(f"weights must be one (queries, keys) matrix, got shape {tuple(weights.shape)}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4.5))
+    image = ax.imshow(weights.detach().float().cpu().numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    if mark is not None:
+        ax.axhline(mark - 0.5, color="w", lw=0.8, ls="--")
+        ax.axvline(mark - 0.5, color="w", lw=0.8, ls="--")
+    ax.set_xlabel("key position n")
+    ax.set_ylabel("query position m")
+    ax.set_title(title, fontsize=9)
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="attention weight")
     return ax
 
 

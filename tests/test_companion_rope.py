@@ -23,19 +23,24 @@ import torch
 from companion.rope import (
     LinearScaling,
     NTKScaling,
+    PositionTaskModel,
     RotaryEmbedding,
     YaRNScaling,
     apply_rope,
     apply_rope_complex,
     attention_factor,
+    copy_offset_accuracy,
+    copy_offset_batch,
     interleaved_to_half_split_permutation,
     inv_freq,
+    plot_attention,
     plot_decay,
     plot_frequencies,
     plot_rotation,
     resolve_scaling,
     rope_angles,
     rope_decay_bound,
+    train_copy_offset,
     yarn_ramp,
 )
 
@@ -487,6 +492,91 @@ def test_decay_bound_is_an_upper_bound_on_scores():
 
 
 # ----------------------------------------------------------------------------------------
+# The train-short, test-long experiment
+# ----------------------------------------------------------------------------------------
+
+
+def test_copy_offset_batch():
+    tokens, targets = copy_offset_batch(5, 12, vocab=7, offset=4, generator=_gen(30))
+    assert tokens.shape == targets.shape == (5, 12) and tokens.dtype == torch.int64
+    assert 0 <= tokens.min() and tokens.max() < 7
+    assert (targets[:, :4] == -100).all()
+    for t in range(4, 12):
+        assert torch.equal(targets[:, t], tokens[:, t - 4])
+    again, _ = copy_offset_batch(5, 12, vocab=7, offset=4, generator=_gen(30))
+    assert torch.equal(tokens, again)
+    for offset, n in ((0, 5), (5, 5)):
+        with pytest.raises(ValueError, match="offset"):
+            copy_offset_batch(2, n, offset=offset)
+
+
+@pytest.mark.parametrize("encoding", ["rope", "absolute", "nope"])
+def test_position_task_model_against_a_direct_computation(encoding):
+    """The head's attention, recomputed from its weights with the complex reference rotation (half-split)."""
+    torch.manual_seed(31)
+    model = PositionTaskModel(encoding, vocab=9, dim=16, max_len=64)
+    tokens = torch.randint(0, 9, (3, 20), generator=_gen(32))
+    weights, v = model.attention(tokens)
+    with torch.no_grad():
+        h = model.embed.weight[tokens].double()
+        if encoding == "absolute":
+            h = h + model.pos.weight[:20].double()
+        qkv = h @ model.qkv.weight.double().T + model.qkv.bias.double()
+        q, k, v_ref = qkv.split(16, dim=-1)
+        if encoding == "rope":
+            q, k = reference_rope(q, torch.arange(20)), reference_rope(k, torch.arange(20))
+        scores = q @ k.transpose(-1, -2) / 4.0
+        scores = scores + torch.full((20, 20), float("-inf"), dtype=torch.float64).triu(1)
+        want = scores.softmax(-1)
+    torch.testing.assert_close(weights.double(), want, rtol=0, atol=1e-5)
+    assert (weights.triu(1) == 0).all()  # causal
+    torch.testing.assert_close(v.double(), v_ref, rtol=0, atol=1e-5)
+    logits = model(tokens)
+    assert logits.shape == (3, 20, 9)
+    torch.testing.assert_close(logits, model.unembed(weights @ v))
+
+
+def test_position_task_model_errors_and_scaling():
+    with pytest.raises(ValueError, match="encoding must be one of"):
+        PositionTaskModel("alibi")
+    model = PositionTaskModel("absolute", max_len=8)
+    with pytest.raises(ValueError, match="longer than the position table"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+    rope = PositionTaskModel("rope", dim=16, scaling={"type": "linear", "factor": 2})
+    assert rope.scaling == LinearScaling(2.0)
+    tokens = torch.randint(0, 16, (2, 10), generator=_gen(33))
+    w_scaled, _ = rope.attention(tokens)
+    rope.scaling = None
+    w_plain, _ = rope.attention(tokens)
+    assert not torch.allclose(w_scaled, w_plain)
+
+
+def test_train_copy_offset_is_seeded_and_reproduces_the_chapter_picture():
+    """Short runs (the chapter's reduced scale): RoPE and absolute learn, NoPE does not; only RoPE survives length."""
+    _, a = train_copy_offset("rope", steps=5, seed=3)
+    _, b = train_copy_offset("rope", steps=5, seed=3)
+    assert a == b and len(a) == 5
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: one thread is fastest on a busy machine
+    acc = {}
+    try:
+        for enc in ("rope", "absolute", "nope"):
+            model, losses = train_copy_offset(enc, steps=120, seed=0)
+            assert not model.training
+            per_pos = copy_offset_accuracy(model, 128)
+            assert per_pos.shape == (128,) and per_pos.dtype == torch.float64 and per_pos[:3].isnan().all()
+            acc[enc] = (per_pos[3:32].mean().item(), per_pos[32:].mean().item())
+            if enc == "rope":
+                model.scaling = YaRNScaling(4.0, original_max_position_embeddings=32)
+                acc["yarn"] = (0.0, copy_offset_accuracy(model, 128)[32:].mean().item())
+    finally:
+        torch.set_num_threads(threads)
+    assert acc["rope"][0] > 0.95 and acc["absolute"][0] > 0.95 and acc["nope"][0] < 0.5
+    assert acc["absolute"][1] < 0.15  # chance is 1/16
+    assert acc["absolute"][1] < acc["rope"][1] < acc["yarn"][1]
+
+
+# ----------------------------------------------------------------------------------------
 # Figures and imports
 # ----------------------------------------------------------------------------------------
 
@@ -507,6 +597,12 @@ def test_plots_draw():
     assert abs(ys[0][0] - 0.25) < 1e-9 and abs(ys[1][0] - 1.0) < 1e-9 and abs(ys[1][-1] - 0.25) < 1e-9
     ax = plot_frequencies(64, 1e4, {"PI": {"type": "linear", "factor": 2}}, relative=False)
     assert len(ax.get_lines()) == 2
+    w = torch.eye(6)
+    ax = plot_attention(w, title="identity", mark=3)
+    assert ax.get_title() == "identity" and ax.get_xlabel() == "key position n"
+    assert (ax.get_images()[0].get_array() == w.numpy()).all()
+    with pytest.raises(ValueError, match="one \\(queries, keys\\) matrix"):
+        plot_attention(torch.zeros(2, 3, 3))
     plt.close("all")
 
 
