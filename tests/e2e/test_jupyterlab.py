@@ -223,7 +223,12 @@ def test_course_notebook_opens(page, lab_server, relpath):
         == len(nb.cells)
     assert visible_dialog_text(page) is None, f"a dialog opened: {visible_dialog_text(page)}"
     assert page.locator(".jp-NotebookPanel-toolbar .validate-button").count() == 1
-    status = page.locator(".jp-StatusBar-Widget").inner_text()
+    # A kernel that has just started reports Busy while it answers Lab's first requests: wait for Idle.
+    status_bar = page.locator(".jp-StatusBar-Widget")
+    deadline = time.monotonic() + 90
+    while "Python 3 (ipykernel) | Idle" not in status_bar.inner_text() and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    status = status_bar.inner_text()
     assert "Python 3 (ipykernel) | Idle" in status, status
     # the `python3` kernel is this virtual environment's python (companion, torch and nbgrader live there)
     assert Path(kernel_sys_prefix(page)).resolve() == Path(sys.prefix).resolve()
