@@ -1,4 +1,4 @@
-"""Command line: ``python -m grading {build,release,check,autograde,validate,demo}``."""
+"""Command line: ``python -m grading {build,release,check,autograde,validate,variants,demo}``."""
 
 from __future__ import annotations
 
@@ -62,6 +62,20 @@ def _cmd_validate(args) -> int:
     return 0 if report(path, validate(path, cell_timeout=args.cell_timeout)) else 1
 
 
+def _cmd_variants(args) -> int:
+    from grading.variants import check_variants, report
+
+    root = repo_root()
+    failed = 0
+    for chapter in resolve_chapters(args.chapters, root):
+        problems, lines = report(check_variants(chapter, root))
+        print(f"== {chapter}")
+        print("\n".join(lines))
+        failed += len(problems)
+    print(f"\n{failed} problem(s)" if failed else "\nevery reference passes and every wrong answer is rejected")
+    return 1 if failed else 0
+
+
 def _cmd_demo(args) -> int:
     from grading.demo import demo
 
@@ -95,6 +109,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("notebook")
     s.add_argument("--cell-timeout", type=int, default=120)
     s.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("variants", help="try every wrong answer in chapters/<ch>/wrong_answers.py in one kernel")
+    s.add_argument("chapters", nargs="*", help="chapter names (default: all)")
+    s.set_defaults(func=_cmd_variants)
 
     s = sub.add_parser("demo", help="release, autograde and feedback on bundled samples (headless)")
     s.add_argument("--jobs", type=int, default=2)

@@ -3,7 +3,10 @@
 * the reference notebook, submitted as a student's, scores full marks;
 * the unmodified release notebook scores 0 on every grade cell;
 * every listed wrong answer (chapters/<ch>/wrong_answers.py) loses its exercise's points,
-  and every exercise has at least one.
+  and every exercise has at least one: the first listed for each exercise is autograded through the
+  whole pipeline; all of them are tried in one kernel by ``grading.variants`` (which must agree with the
+  autograder on the ones both run, and must accept a copy of the reference answer, so it cannot pass by
+  rejecting everything).
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import pytest
 
 from grading.autograde import autograde
 from grading.paths import course_notebook, solutions_notebook
-from grading.samples import filled, solution_ids, wrong_answers, write_batch
+from grading.samples import filled, solution_ids, strip_markers, wrong_answers, write_batch
+from grading.variants import check_variants
+
+COPY = "copy_of_reference"
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +31,7 @@ def graded(chapter, root, tmp_path_factory):
     rel = nbformat.read(course_notebook(chapter, root), as_version=4)
     samples = {"reference": sol, "release": rel}
     for exercise, variants in wrong_answers(chapter, root).items():
-        for name, source in variants.items():
+        for name, source in list(variants.items())[:1]:
             samples[f"wrong--{exercise}--{name}"] = filled(rel, sol, replace={exercise: source.strip()})
     batch = write_batch(tmp_path_factory.mktemp("batch"), chapter, samples)
     out = tmp_path_factory.mktemp("out")
@@ -71,6 +77,37 @@ def test_wrong_answers_lose_their_points(graded):
         if score != 0:
             accepted.append(f"{exercise}/{name} scored {score:g}/{max_score:g}")
     assert not accepted, "graders accepted wrong answers: " + "; ".join(accepted)
+
+
+@pytest.fixture(scope="module")
+def in_kernel(chapter, root, graded):
+    sol = graded[1]
+    variants = {ex: dict(v) for ex, v in wrong_answers(chapter, root).items()}
+    for cell in sol.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution"):
+            variants.setdefault(meta["grade_id"], {})[COPY] = strip_markers(cell.source)
+    return check_variants(chapter, root, variants)
+
+
+def test_every_wrong_answer_is_rejected_in_kernel(in_kernel):
+    refs = [v for v in in_kernel if v.variant in ("reference", COPY)]
+    assert refs and all(v.passed for v in refs), [f"{v.exercise}/{v.variant}: {v.reason}" for v in refs if not v.passed]
+    accepted = [f"{v.exercise}/{v.variant}" for v in in_kernel if v.variant not in ("reference", COPY) and v.passed]
+    assert not accepted, "graders accepted wrong answers: " + "; ".join(accepted)
+
+
+def test_in_kernel_check_agrees_with_autograde(graded, in_kernel):
+    results, _ = graded
+    verdicts = {(v.exercise, v.variant): v.passed for v in in_kernel}
+    checked = 0
+    for student, result in results.items():
+        if student.startswith("wrong--"):
+            _, exercise, name = student.split("--")
+            score, _max = result.cells[f"test_{exercise}"]
+            assert verdicts[(exercise, name)] == (score != 0), f"{student}: autograde {score}, in-kernel {verdicts[(exercise, name)]}"
+            checked += 1
+    assert checked, "no wrong answer was autograded"
 
 
 def test_feedback_never_shows_hidden_tests(graded, root, chapter):
