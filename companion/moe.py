@@ -1,0 +1,638 @@
+"""Mixture-of-experts routing: routers, capacity, dispatch, balancing losses, expert parallelism.
+
+Notation (Switch Transformer, GShard, ST-MoE): ``T`` tokens of width ``d``, ``E``
+experts, each a SwiGLU feed-forward block of hidden width ``d_ff``, ``k`` experts
+per token.
+
+* Router logits ``h = x W_rᵀ`` of shape ``(T, E)``; probabilities ``p = softmax(h)``
+  over the expert axis.
+* **Token choice** (:func:`route_topk`): each token keeps its ``k`` largest
+  ``p_e``; Mixtral renormalises those ``k`` weights to sum to 1, Switch/GShard
+  keep the probabilities as they are.
+* **Capacity** (:func:`expert_capacity`): ``C = ceil(capacity_factor · T · k / E)``
+  assignments per expert; :func:`capacity_keep_mask` admits them first come first
+  served in token order and an overflowing assignment contributes nothing (the
+  residual connection around the layer carries the token on).
+* **Expert choice** (:func:`expert_choice_route`): each expert takes its top
+  ``capacity`` tokens by ``p_e`` (Zhou et al. 2022).
+* Losses: :func:`load_balancing_loss` ``E · Σ_e f_e P_e`` (Switch eq. 4, with
+  ``f_e`` the fraction of tokens whose top-k contains ``e``), and
+  :func:`router_z_loss` ``mean_t (logsumexp_e h_te)²`` (ST-MoE eq. 5).
+* :func:`moe_ffn` computes the layer with three interchangeable dispatches:
+  ``"loop"`` (one gather per expert), ``"einsum"`` (GShard's one-hot dispatch and
+  combine tensors of shape ``(T, E, C)``) and ``"sorted"`` (sort assignments by
+  expert, one contiguous matmul per expert; ``torch._grouped_mm`` on CUDA).
+* :func:`expert_parallel_moe_ffn` shards experts across ranks and exchanges tokens
+  with two all-to-alls, over ``torch.distributed`` (:class:`TorchDistComm`) or over
+  threads in one process (:class:`ThreadComm`, :func:`run_threaded`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "DISPATCHES",
+    "HAS_GROUPED_MM",
+    "MoELayer",
+    "ThreadComm",
+    "TorchDistComm",
+    "capacity_keep_mask",
+    "cluster_data",
+    "dense_swiglu",
+    "drop_fraction_uniform",
+    "expected_drop_fraction",
+    "expert_capacity",
+    "expert_choice_route",
+    "expert_parallel_moe_ffn",
+    "init_moe_params",
+    "load_balancing_loss",
+    "moe_ffn",
+    "noisy_topk_logits",
+    "plot_expert_load",
+    "route_topk",
+    "router_z_loss",
+    "run_threaded",
+    "sort_by_expert",
+    "swiglu_expert",
+]
+
+DISPATCHES = ("loop", "einsum", "sorted")
+HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
+
+
+# ----------------------------------------------------------------------------------------
+# Checks
+# ----------------------------------------------------------------------------------------
+
+
+def _check_logits(router_logits: torch.Tensor, name: str = "router_logits") -> tuple[int, int]:
+    if not isinstance(router_logits, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(router_logits).__name__}")
+    if router_logits.dim() != 2:
+        raise ValueError(f"{name} must have shape (tokens, experts), got {tuple(router_logits.shape)}")
+    if not router_logits.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {router_logits.dtype}")
+    return int(router_logits.shape[0]), int(router_logits.shape[1])
+
+
+def _check_k(k: int, n_experts: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n_experts:
+        raise ValueError(f"k must be an int in 1..{n_experts} (the number of experts), got {k!r}")
+
+
+# ----------------------------------------------------------------------------------------
+# Routers and losses
+# ----------------------------------------------------------------------------------------
+
+
+def route_topk(router_logits: torch.Tensor, k: int, *, renormalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-choice routing: softmax over experts, then each token's top ``k``.
+
+    router_logits: ``(T, E)``. Returns ``(weights, experts)``, both ``(T, k)``, sorted
+    by decreasing probability; ``experts`` is int64. With ``renormalize`` the k
+    weights are divided by their sum (Mixtral: ``softmax(TopK(h))``, which is the same
+    thing); without, they are the softmax probabilities ``p_e`` (Switch, GShard).
+    """
+    _, n_experts = _check_logits(router_logits)
+    _check_k(k, n_experts)
+    probs = torch.softmax(router_logits, dim=-1)
+    weights, experts = probs.topk(k, dim=-1)
+    if renormalize:
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+    return weights, experts
+
+
+def noisy_topk_logits(router_logits: torch.Tensor, noise_logits: torch.Tensor, k: int, *,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Shazeer et al. (2017) noisy top-k gating, before the softmax.
+
+    ``H = h + N(0, 1) · softplus(h_noise)``; entries outside each row's top ``k`` are
+    set to ``-inf`` so ``softmax`` gives them weight 0. Shapes ``(T, E)`` in and out.
+    """
+    _check_logits(router_logits)
+    if noise_logits.shape != router_logits.shape:
+        raise ValueError(f"noise_logits must have shape {tuple(router_logits.shape)}, got {tuple(noise_logits.shape)}")
+    _check_k(k, router_logits.shape[1])
+    noise = torch.randn(router_logits.shape, generator=generator, dtype=router_logits.dtype,
+                        device=router_logits.device)
+    h = router_logits + noise * F.softplus(noise_logits)
+    kth = h.topk(k, dim=-1).values[:, -1:]
+    return h.masked_fill(h < kth, float("-inf"))
+
+
+def load_balancing_loss(router_logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Switch Transformer's auxiliary loss without its α: ``E · Σ_e f_e · P_e``.
+
+    ``f_e`` = fraction of tokens whose top-k contains expert ``e`` (so ``Σ_e f_e = k``;
+    no gradient: it is a count), ``P_e`` = mean over tokens of ``softmax(h)_e``.
+    At perfect balance it equals ``k`` (1 for Switch's k = 1); when every token
+    goes to one expert with probability 1 it equals ``E`` for k = 1. router_logits
+    ``(T, E)``; returns a 0-d tensor of the logits' dtype.
+    """
+    n_tokens, n_experts = _check_logits(router_logits)
+    _check_k(k, n_experts)
+    probs = torch.softmax(router_logits, dim=-1)
+    experts = probs.topk(k, dim=-1).indices
+    counts = torch.zeros(n_experts, dtype=probs.dtype, device=probs.device)
+    counts.index_add_(0, experts.reshape(-1), torch.ones(experts.numel(), dtype=probs.dtype, device=probs.device))
+    f = counts / n_tokens
+    return n_experts * (f * probs.mean(dim=0)).sum()
+
+
+def router_z_loss(router_logits: torch.Tensor) -> torch.Tensor:
+    """ST-MoE's router z-loss: ``(1/T) Σ_t (log Σ_e exp h_te)²``; (T, E) -> 0-d tensor."""
+    _check_logits(router_logits)
+    return torch.logsumexp(router_logits, dim=-1).pow(2).mean()
+
+
+def expert_choice_route(router_logits: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expert choice (Zhou et al. 2022): each expert picks its top ``capacity`` tokens.
+
+    ``S = softmax(h)`` over experts, shape ``(T, E)``; ``G, I = TopK(Sᵀ, capacity)``.
+    Returns ``(weights, tokens)``, both ``(E, capacity)``, sorted by decreasing score;
+    ``tokens`` is int64. A token may be picked by several experts or by none.
+    """
+    n_tokens, _ = _check_logits(router_logits)
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or not 1 <= capacity <= n_tokens:
+        raise ValueError(f"capacity must be an int in 1..{n_tokens} (the number of tokens), got {capacity!r}")
+    scores = torch.softmax(router_logits, dim=-1)
+    weights, tokens = scores.t().topk(capacity, dim=-1)
+    return weights, tokens
+
+
+# ----------------------------------------------------------------------------------------
+# Capacity
+# ----------------------------------------------------------------------------------------
+
+
+def expert_capacity(n_tokens: int, n_experts: int, k: int, capacity_factor: float) -> int:
+    """``C = ceil(capacity_factor · T · k / E)``: assignments each expert accepts."""
+    if capacity_factor <= 0:
+        raise ValueError(f"capacity_factor must be positive, got {capacity_factor}")
+    # round first so that 1.25 * 512 * 1 / 8 = 80.00000000000001 is not ceiled to 81
+    return int(math.ceil(round(capacity_factor * n_tokens * k / n_experts, 9)))
+
+
+def capacity_keep_mask(experts: torch.Tensor, n_experts: int, capacity: int | None) -> torch.Tensor:
+    """Which assignments fit: first come first served in token order.
+
+    experts: ``(T, k)`` int64 expert ids. Assignment ``(t, j)`` to expert ``e`` is kept
+    when fewer than ``capacity`` assignments to ``e`` come from tokens ``< t`` (a token
+    lists each expert at most once). ``capacity=None`` keeps everything (dropless).
+    Returns a bool tensor ``(T, k)``.
+    """
+    if experts.dim() != 2:
+        raise ValueError(f"experts must have shape (tokens, k), got {tuple(experts.shape)}")
+    if capacity is None:
+        return torch.ones(experts.shape, dtype=torch.bool, device=experts.device)
+    one_hot = F.one_hot(experts.reshape(-1), n_experts)  # (T*k, E), rows in token order
+    position = (one_hot.cumsum(dim=0) - 1).gather(1, experts.reshape(-1, 1)).reshape(experts.shape)
+    return position < capacity
+
+
+def sort_by_expert(experts: torch.Tensor, keep: torch.Tensor, n_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Permutation that groups the kept assignments by expert (stable: token order within an expert).
+
+    experts, keep: ``(T, k)``. Returns ``(token_idx, slot_idx, counts)``: the token and
+    slot of each kept assignment, ordered by expert, shape ``(n_kept,)``; and the
+    number of kept assignments per expert, ``(E,)`` int64.
+    """
+    k = experts.shape[1]
+    flat_experts = experts.reshape(-1)
+    flat_keep = keep.reshape(-1)
+    # dropped assignments get the key E, so they sort to the end and are cut off
+    key = torch.where(flat_keep, flat_experts, torch.full_like(flat_experts, n_experts))
+    order = torch.argsort(key, stable=True)
+    counts = torch.bincount(flat_experts[flat_keep], minlength=n_experts)
+    order = order[: int(counts.sum())]
+    return order // k, order % k, counts
+
+
+# ----------------------------------------------------------------------------------------
+# The layer
+# ----------------------------------------------------------------------------------------
+
+
+def swiglu_expert(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
+    """One SwiGLU expert: ``w_down @ (silu(w_gate @ x) * (w_up @ x))`` for each row of x ``(n, d)``.
+
+    w_gate, w_up: ``(d_ff, d)``; w_down: ``(d, d_ff)``. Returns ``(n, d)``.
+    """
+    if torch.is_grad_enabled() and (x.requires_grad or w_gate.requires_grad or w_up.requires_grad):
+        return (F.silu(x @ w_gate.t()) * (x @ w_up.t())) @ w_down.t()
+    h = F.silu(x @ w_gate.t(), inplace=True)  # no autograd: reuse the buffers
+    return h.mul_(x @ w_up.t()) @ w_down.t()
+
+
+def dense_swiglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
+    """The dense baseline: one SwiGLU FFN applied to every row (same as :func:`swiglu_expert`)."""
+    return swiglu_expert(x, w_gate, w_up, w_down)
+
+
+def _check_params(x: torch.Tensor, router_weight: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
+                  w_down: torch.Tensor) -> tuple[int, int, int, int]:
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape (tokens, d), got {tuple(x.shape)}")
+    n_tokens, d = x.shape
+    if router_weight.dim() != 2 or router_weight.shape[1] != d:
+        raise ValueError(f"router_weight must have shape (E, {d}), got {tuple(router_weight.shape)}")
+    n_experts = router_weight.shape[0]
+    if w_gate.dim() != 3 or w_gate.shape[0] != n_experts or w_gate.shape[2] != d:
+        raise ValueError(f"w_gate must have shape ({n_experts}, d_ff, {d}), got {tuple(w_gate.shape)}")
+    d_ff = w_gate.shape[1]
+    if tuple(w_up.shape) != (n_experts, d_ff, d):
+        raise ValueError(f"w_up must have shape ({n_experts}, {d_ff}, {d}), got {tuple(w_up.shape)}")
+    if tuple(w_down.shape) != (n_experts, d, d_ff):
+        raise ValueError(f"w_down must have shape ({n_experts}, {d}, {d_ff}), got {tuple(w_down.shape)}")
+    for name, t in (("router_weight", router_weight), ("w_gate", w_gate), ("w_up", w_up), ("w_down", w_down)):
+        if t.dtype != x.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype} but x has {x.dtype}: use one dtype")
+    return n_tokens, d, n_experts, d_ff
+
+
+def _dispatch_loop(x, weights, experts, keep, w_gate, w_up, w_down):
+    y = torch.zeros_like(x)
+    for e in range(w_gate.shape[0]):
+        token, slot = ((experts == e) & keep).nonzero(as_tuple=True)
+        if token.numel() == 0:
+            continue
+        out = swiglu_expert(x[token], w_gate[e], w_up[e], w_down[e])
+        y = y.index_add(0, token, out * weights[token, slot].unsqueeze(-1))
+    return y
+
+
+def _dispatch_einsum(x, weights, experts, keep, w_gate, w_up, w_down, capacity):
+    """GShard: dispatch (T, E, C) one-hot and combine = dispatch · gate, all dense einsums."""
+    n_tokens, n_experts = x.shape[0], w_gate.shape[0]
+    flat = experts.reshape(-1)
+    position = (F.one_hot(flat, n_experts).cumsum(dim=0) - 1).gather(1, flat[:, None]).reshape(experts.shape)
+    token, slot = keep.nonzero(as_tuple=True)
+    expert, pos = experts[token, slot], position[token, slot]
+    if capacity is None:  # dropless: pad every expert to the largest load
+        capacity = int(pos.max().item()) + 1 if pos.numel() else 1
+    index = (token, expert, pos)
+    dispatch = x.new_zeros(n_tokens, n_experts, capacity).index_put(index, x.new_ones(token.shape[0]))
+    combine = x.new_zeros(n_tokens, n_experts, capacity).index_put(index, weights[token, slot])
+    expert_in = torch.einsum("tec,td->ecd", dispatch, x)
+    h = F.silu(torch.einsum("ecd,efd->ecf", expert_in, w_gate)) * torch.einsum("ecd,efd->ecf", expert_in, w_up)
+    expert_out = torch.einsum("ecf,edf->ecd", h, w_down)
+    return torch.einsum("tec,ecd->td", combine, expert_out)
+
+
+def _grouped_mm_ok(x: torch.Tensor) -> bool:
+    return HAS_GROUPED_MM and x.is_cuda and x.dtype == torch.bfloat16
+
+
+def _dispatch_sorted(x, weights, experts, keep, w_gate, w_up, w_down):
+    n_experts = w_gate.shape[0]
+    token, slot, counts = sort_by_expert(experts, keep, n_experts)
+    xs = x[token]  # (n_kept, d), grouped by expert
+    if _grouped_mm_ok(x):
+        try:
+            offs = counts.cumsum(0).to(torch.int32)
+            h = F.silu(torch._grouped_mm(xs, w_gate.transpose(-2, -1), offs=offs)) * \
+                torch._grouped_mm(xs, w_up.transpose(-2, -1), offs=offs)
+            out = torch._grouped_mm(h, w_down.transpose(-2, -1), offs=offs)
+        except (RuntimeError, TypeError, NotImplementedError):  # older GPU or build: per-expert matmuls
+            out = _sorted_matmuls(xs, counts, w_gate, w_up, w_down)
+    else:
+        out = _sorted_matmuls(xs, counts, w_gate, w_up, w_down)
+    y = torch.zeros_like(x)
+    return y.index_add(0, token, out * weights[token, slot].unsqueeze(-1))
+
+
+def _sorted_matmuls(xs, counts, w_gate, w_up, w_down):
+    outs = []
+    start = 0
+    for e, n in enumerate(counts.tolist()):
+        if n:
+            outs.append(swiglu_expert(xs[start:start + n], w_gate[e], w_up[e], w_down[e]))
+        start += n
+    return torch.cat(outs) if outs else xs.new_zeros((0, w_down.shape[1]))
+
+
+def moe_ffn(x: torch.Tensor, router_weight: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
+            w_down: torch.Tensor, *, k: int = 2, capacity_factor: float | None = None, dispatch: str = "sorted",
+            renormalize: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
+    """A top-k mixture of SwiGLU experts.
+
+    x ``(T, d)``; router_weight ``(E, d)``; w_gate, w_up ``(E, d_ff, d)``; w_down
+    ``(E, d, d_ff)``. ``y_t = Σ_{j kept} w_tj · expert_{e_tj}(x_t)`` with ``(w, e)`` from
+    :func:`route_topk`. ``capacity_factor=None`` is dropless; otherwise each expert
+    takes at most :func:`expert_capacity` assignments, first come first served in
+    token order, and an overflowing assignment contributes nothing.
+    ``dispatch`` in ``("loop", "einsum", "sorted")`` gives the same ``y``.
+
+    Returns ``(y, stats)``; stats holds ``tokens_per_expert`` (routed assignments,
+    ``(E,)``), ``kept_per_expert``, ``dropped_fraction`` (of the T·k assignments),
+    ``capacity`` (int or None), ``load_balancing_loss`` and ``z_loss`` (0-d tensors
+    with gradients, for the caller to scale).
+    """
+    n_tokens, _, n_experts, _ = _check_params(x, router_weight, w_gate, w_up, w_down)
+    if dispatch not in DISPATCHES:
+        raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
+    logits = x @ router_weight.t()
+    weights, experts = route_topk(logits, k, renormalize=renormalize)
+    capacity = None if capacity_factor is None else expert_capacity(n_tokens, n_experts, k, capacity_factor)
+    keep = capacity_keep_mask(experts, n_experts, capacity)
+    if dispatch == "loop":
+        y = _dispatch_loop(x, weights, experts, keep, w_gate, w_up, w_down)
+    elif dispatch == "einsum":
+        y = _dispatch_einsum(x, weights, experts, keep, w_gate, w_up, w_down, capacity)
+    else:
+        y = _dispatch_sorted(x, weights, experts, keep, w_gate, w_up, w_down)
+    routed = torch.bincount(experts.reshape(-1), minlength=n_experts)
+    kept = torch.bincount(experts[keep], minlength=n_experts)
+    stats = {
+        "tokens_per_expert": routed,
+        "kept_per_expert": kept,
+        "dropped_fraction": 1.0 - kept.sum().item() / max(experts.numel(), 1),
+        "capacity": capacity,
+        "load_balancing_loss": load_balancing_loss(logits, k),
+        "z_loss": router_z_loss(logits),
+    }
+    return y, stats
+
+
+def init_moe_params(d: int, d_ff: int, n_experts: int, *, generator: torch.Generator | None = None,
+                    dtype: torch.dtype = torch.float32, router_std: float | None = None) -> dict[str, torch.Tensor]:
+    """Random parameters for :func:`moe_ffn`: std 1/sqrt(fan_in) (router std ``router_std`` if given)."""
+    def randn(*shape, std):
+        return torch.randn(*shape, generator=generator, dtype=dtype) * std
+
+    return {
+        "router_weight": randn(n_experts, d, std=router_std if router_std is not None else d ** -0.5),
+        "w_gate": randn(n_experts, d_ff, d, std=d ** -0.5),
+        "w_up": randn(n_experts, d_ff, d, std=d ** -0.5),
+        "w_down": randn(n_experts, d, d_ff, std=d_ff ** -0.5),
+    }
+
+
+class MoELayer(nn.Module):
+    """An ``nn.Module`` around :func:`moe_ffn` holding ``router_weight``, ``w_gate``, ``w_up``, ``w_down``.
+
+    forward(x) takes ``(..., d)`` and returns ``(y, stats)`` with ``y`` of the same
+    shape; the stats are those of :func:`moe_ffn` over all ``prod(...)`` tokens.
+    """
+
+    def __init__(self, d: int, d_ff: int, n_experts: int, k: int, *, capacity_factor: float | None = None,
+                 dispatch: str = "sorted", renormalize: bool = True, router_std: float | None = None,
+                 seed: int = 0) -> None:
+        super().__init__()
+        _check_k(k, n_experts)
+        if dispatch not in DISPATCHES:
+            raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
+        params = init_moe_params(d, d_ff, n_experts, generator=torch.Generator().manual_seed(seed),
+                                 router_std=router_std)
+        for name, value in params.items():
+            setattr(self, name, nn.Parameter(value))
+        self.d, self.d_ff, self.n_experts, self.k = d, d_ff, n_experts, k
+        self.capacity_factor, self.dispatch, self.renormalize = capacity_factor, dispatch, renormalize
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        if x.shape[-1] != self.d:
+            raise ValueError(f"MoELayer expects x of shape (..., {self.d}), got {tuple(x.shape)}")
+        y, stats = moe_ffn(x.reshape(-1, self.d), self.router_weight, self.w_gate, self.w_up, self.w_down,
+                           k=self.k, capacity_factor=self.capacity_factor, dispatch=self.dispatch,
+                           renormalize=self.renormalize)
+        return y.reshape(x.shape), stats
+
+    def extra_repr(self) -> str:
+        return (f"d={self.d}, d_ff={self.d_ff}, n_experts={self.n_experts}, k={self.k}, "
+                f"capacity_factor={self.capacity_factor}, dispatch={self.dispatch!r}")
+
+
+# ----------------------------------------------------------------------------------------
+# Drop rates
+# ----------------------------------------------------------------------------------------
+
+
+def expected_drop_fraction(n_tokens: int, n_experts: int, capacity: int) -> float:
+    """Exact expected dropped fraction when each of T tokens picks one of E experts uniformly (k = 1).
+
+    Each expert's load is ``Binomial(T, 1/E)``; it drops ``max(0, n - C)``, so the
+    fraction is ``(E / T) · Σ_n P(n) · max(0, n - C)``, computed in log space.
+    """
+    p = 1.0 / n_experts
+    total = 0.0
+    for n in range(capacity + 1, n_tokens + 1):
+        log_pmf = (math.lgamma(n_tokens + 1) - math.lgamma(n + 1) - math.lgamma(n_tokens - n + 1)
+                   + n * math.log(p) + (n_tokens - n) * math.log1p(-p))
+        total += math.exp(log_pmf) * (n - capacity)
+    return n_experts * total / n_tokens
+
+
+def drop_fraction_uniform(n_tokens: int, n_experts: int, k: int, capacity_factor: float, *, trials: int = 200,
+                          generator: torch.Generator | None = None) -> float:
+    """Monte Carlo: mean dropped fraction of assignments when router logits are i.i.d. N(0, 1)."""
+    capacity = expert_capacity(n_tokens, n_experts, k, capacity_factor)
+    dropped = 0.0
+    for _ in range(trials):
+        logits = torch.randn(n_tokens, n_experts, generator=generator)
+        _, experts = route_topk(logits, k)
+        dropped += 1.0 - capacity_keep_mask(experts, n_experts, capacity).float().mean().item()
+    return dropped / trials
+
+
+# ----------------------------------------------------------------------------------------
+# Expert parallelism
+# ----------------------------------------------------------------------------------------
+
+
+class ThreadComm:
+    """All-to-all between ``world_size`` threads of one process (a stand-in for torch.distributed).
+
+    Use one instance per rank from :func:`run_threaded`; ``all_to_all(chunks)`` takes
+    ``world_size`` tensors (chunk ``r`` goes to rank ``r``) and returns the chunks
+    every rank sent to this one. ``bytes_sent`` counts what left this rank.
+    """
+
+    def __init__(self, rank: int, world_size: int, shared: dict) -> None:
+        self.rank, self.world_size, self._shared = rank, world_size, shared
+        self.bytes_sent = 0
+
+    def all_to_all(self, chunks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if len(chunks) != self.world_size:
+            raise ValueError(f"all_to_all needs {self.world_size} chunks, got {len(chunks)}")
+        box, barrier = self._shared["box"], self._shared["barrier"]
+        self.bytes_sent += sum(c.numel() * c.element_size() for r, c in enumerate(chunks) if r != self.rank)
+        box[self.rank] = [c.clone() for c in chunks]
+        barrier.wait()
+        received = [box[src][self.rank] for src in range(self.world_size)]
+        barrier.wait()
+        return received
+
+
+def run_threaded(world_size: int, fn: Callable[[ThreadComm], Any]) -> list[Any]:
+    """Run ``fn(comm)`` on ``world_size`` threads that can all-to-all; returns the results by rank."""
+    shared = {"box": [None] * world_size, "barrier": threading.Barrier(world_size, timeout=60)}
+    results: list[Any] = [None] * world_size
+    errors: list[BaseException] = []
+
+    def target(rank: int) -> None:
+        try:
+            results[rank] = fn(ThreadComm(rank, world_size, shared))
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+            shared["barrier"].abort()
+
+    threads = [threading.Thread(target=target, args=(r,)) for r in range(world_size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+class TorchDistComm:
+    """All-to-all over ``torch.distributed`` (gloo on CPU): sizes first, then one flat exchange."""
+
+    def __init__(self, group: Any = None) -> None:
+        import torch.distributed as dist
+
+        self._dist, self.group = dist, group
+        self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
+        self.bytes_sent = 0
+
+    def all_to_all(self, chunks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        dist = self._dist
+        if len(chunks) != self.world_size:
+            raise ValueError(f"all_to_all needs {self.world_size} chunks, got {len(chunks)}")
+        tail = tuple(chunks[0].shape[1:])
+        rows_out = torch.tensor([c.shape[0] for c in chunks], dtype=torch.int64)
+        rows_in = torch.empty_like(rows_out)
+        dist.all_to_all_single(rows_in, rows_out, group=self.group)
+        send = torch.cat([c.reshape(c.shape[0], -1) for c in chunks]).contiguous()
+        width = send.shape[1] if send.dim() == 2 else 1
+        recv = send.new_empty((int(rows_in.sum()), width))
+        dist.all_to_all_single(recv, send, output_split_sizes=rows_in.tolist(),
+                               input_split_sizes=rows_out.tolist(), group=self.group)
+        self.bytes_sent += sum(c.numel() * c.element_size() for r, c in enumerate(chunks) if r != self.rank)
+        return [part.reshape((-1,) + tail) for part in recv.split(rows_in.tolist())]
+
+
+def expert_parallel_moe_ffn(x: torch.Tensor, router_weight: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
+                            w_down: torch.Tensor, comm: Any, *, k: int = 2,
+                            renormalize: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Dropless top-k MoE with experts sharded across ranks (forward only).
+
+    Each rank holds its own tokens x ``(T_r, d)``, the full router ``(E, d)``, and the
+    experts ``[rank · E/W, (rank + 1) · E/W)``: w_gate, w_up ``(E/W, d_ff, d)``, w_down
+    ``(E/W, d, d_ff)``. Steps: route locally; sort assignments by expert; all-to-all
+    the token vectors (and their local expert ids) to the ranks owning those experts;
+    run the local experts on contiguous slices; all-to-all the outputs back; combine
+    with the router weights. ``comm`` is a :class:`TorchDistComm` or a
+    :class:`ThreadComm`. Returns ``(y, {"sent_rows": ..., "received_rows": ...})``.
+    """
+    world, rank = comm.world_size, comm.rank
+    n_experts = router_weight.shape[0]
+    if n_experts % world:
+        raise ValueError(f"{n_experts} experts cannot be split evenly over {world} ranks")
+    per_rank = n_experts // world
+    if w_gate.shape[0] != per_rank or w_up.shape[0] != per_rank or w_down.shape[0] != per_rank:
+        raise ValueError(f"each rank must hold {per_rank} experts, got w_gate {tuple(w_gate.shape)}")
+    weights, experts = route_topk(x @ router_weight.t(), k, renormalize=renormalize)
+    keep = torch.ones_like(experts, dtype=torch.bool)
+    token, slot, counts = sort_by_expert(experts, keep, n_experts)
+    sorted_experts = experts[token, slot]
+    rows_per_rank = counts.reshape(world, per_rank).sum(dim=1).tolist()
+    # 1. send each token vector, with its expert id local to the receiver
+    x_parts = list(x[token].split(rows_per_rank))
+    id_parts = list((sorted_experts % per_rank).split(rows_per_rank))
+    x_in = comm.all_to_all(x_parts)
+    ids_in = comm.all_to_all(id_parts)
+    # 2. local experts on contiguous slices (stable sort keeps each source's order)
+    xs, ids = torch.cat(x_in), torch.cat(ids_in)
+    order = torch.argsort(ids, stable=True)
+    local_counts = torch.bincount(ids, minlength=per_rank)
+    out_sorted = _sorted_matmuls(xs[order], local_counts, w_gate, w_up, w_down)
+    out = torch.empty_like(out_sorted)
+    out[order] = out_sorted
+    # 3. send the outputs back where they came from, in the order they came
+    back = comm.all_to_all(list(out.split([p.shape[0] for p in x_in])))
+    out_local = torch.cat(back)
+    y = torch.zeros_like(x).index_add(0, token, out_local * weights[token, slot].unsqueeze(-1))
+    return y, {"sent_rows": rows_per_rank, "received_rows": [p.shape[0] for p in x_in]}
+
+
+# ----------------------------------------------------------------------------------------
+# Data for the cluster experiment (Chen, Deng, Wu, Gu, Li 2022)
+# ----------------------------------------------------------------------------------------
+
+
+def cluster_data(n: int, *, n_clusters: int = 4, dim: int = 32, n_patches: int = 4, alpha: float = 1.0,
+                 beta: float = 2.0, gamma: float = 1.0, noise_std: float = 0.1,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Patch data with cluster structure, after Chen et al. (2022), Definition 3.1 (simplified).
+
+    Each sample has a label ``y = ±1`` and a cluster ``c``; its ``n_patches`` patches are,
+    in a random order: the feature signal ``α y v_c``, the cluster-centre signal ``β c_c``,
+    feature noise ``γ ε v_{c'}`` from another cluster ``c' ≠ c`` with a random sign
+    ``ε``, and Gaussian noise patches. ``v`` and ``c`` are orthonormal vectors.
+    Returns ``(x (n, P, dim), y (n,), cluster (n,), centers (K, dim), features (K, dim))``.
+    """
+    if n_patches < 3:
+        raise ValueError(f"n_patches must be at least 3 (signal, centre, feature noise), got {n_patches}")
+    if 2 * n_clusters > dim:
+        raise ValueError(f"dim must be at least 2 * n_clusters = {2 * n_clusters}, got {dim}")
+    g = generator
+    basis = torch.linalg.qr(torch.randn(dim, dim, generator=g))[0]
+    features, centers = basis[:n_clusters], basis[n_clusters:2 * n_clusters]
+    y = torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
+    cluster = torch.randint(0, n_clusters, (n,), generator=g)
+    other = (cluster + torch.randint(1, n_clusters, (n,), generator=g)) % n_clusters
+    eps = torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
+    patches = noise_std * torch.randn(n, n_patches, dim, generator=g)
+    patches[:, 0] = alpha * y[:, None] * features[cluster]
+    patches[:, 1] = beta * centers[cluster]
+    patches[:, 2] = gamma * eps[:, None] * features[other]
+    perm = torch.argsort(torch.rand(n, n_patches, generator=g), dim=1)
+    x = patches.gather(1, perm[:, :, None].expand(-1, -1, dim))
+    return x, y, cluster, centers, features
+
+
+# ----------------------------------------------------------------------------------------
+# Plot (the widget's backing function)
+# ----------------------------------------------------------------------------------------
+
+
+def plot_expert_load(router_logits: torch.Tensor, k: int, capacity_factor: float | None, *,
+                     temperature: float = 1.0, ax: Any = None, title: str | None = None) -> Any:
+    """Bar chart of kept and dropped assignments per expert for logits ``(T, E)`` / temperature.
+
+    Draws the capacity line ``C = ceil(cf · T · k / E)`` (none when cf is None) and
+    returns the axes.
+    """
+    import matplotlib.pyplot as plt
+
+    n_tokens, n_experts = _check_logits(router_logits)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    _, experts = route_topk(router_logits / temperature, k)
+    capacity = None if capacity_factor is None else expert_capacity(n_tokens, n_experts, k, capacity_factor)
+    keep = capacity_keep_mask(experts, n_experts, capacity)
+    kept = torch.bincount(experts[keep], minlength=n_experts).numpy()
+    dropped = torch.bincount(experts[~keep], minlength=n_experts).numpy()
+    idx = range(n_experts)
+    ax.bar(idx, kept, color="tab:blue", label="kept")
+    ax.bar(idx, dropped, bottom=kept, color="tab:red", label="dropped")
+    ax.axhline(n_tokens * k / n_experts, color="0.4", ls=":", lw=1, label="balanced load T·k/E")
+    if capacity is not None:
+        ax.axhline(capacity, color="k", ls="--", lw=1, label=f"capacity C = {capacity}")
+    frac = dropped.sum() / max(experts.numel(), 1)
+    ax.set_xlabel("expert")
+    ax.set_ylabel("assignments")
+    ax.set_title(title or f"k = {k}, capacity factor {capacity_factor}, temperature {temperature:g}: "
+                 f"{100 * frac:.1f}% dropped", fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
+    return ax
