@@ -1,0 +1,135 @@
+"""Benchmark: the looped LSA construction vs explicit gradient descent, time per prompt.
+
+Run: ``python benchmarks/icl.py`` (a few seconds on 2 CPU cores; a GPU table too when CUDA is present).
+
+Both compute the same number, the prediction after ``T`` GD steps on ``L(w) = 1/(2n) ||X w - y||^2``
+(checked to 1e-4 relative before timing):
+
+* ``gd``: ``companion.icl.gd_predict``, the named baseline: ``X^T X`` and ``X^T y`` once, then ``T`` batched
+  ``(d x d) @ d`` updates, ``O(n d^2 + T d^2)`` per prompt;
+* ``lsa``: ``icl_predict(looped_gd(d, eta, T), ...)``: builds the ``(n + 1, d + 1)`` prompt and runs the
+  LSA layer ``T`` times in the associative order ``Q (K^T V)``, ``O(T n d^2)`` per prompt: the transformer
+  carries every context token's residual through every loop, where GD keeps one vector ``w``;
+* ``lsa-quadratic``: the same layer in the order ``(Q K^T) V``, ``O(T n^2 d)``: what softmax attention must do.
+
+Best of ``--repeats`` after a warm-up, variants taking turns, under ``torch.no_grad()``; ratios are against
+``gd``. On a GPU times are medians of ``triton.testing.do_bench`` when Triton is present, else CUDA events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from companion.icl import gd_predict, icl_predict, looped_gd, sample_icl_batch  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=4096)
+    p.add_argument("--n", type=int, nargs="+", default=[20, 80])
+    p.add_argument("--d", type=int, default=10)
+    p.add_argument("--loops", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None)
+    return p.parse_args(argv)
+
+
+def variants(X, y, xq, d: int, T: int, eta: float) -> dict[str, Callable[[], torch.Tensor]]:
+    model = looped_gd(d, eta, T, dtype=X.dtype).to(X.device)
+    return {
+        "gd": lambda: gd_predict(X, y, xq, eta=eta, steps=T),
+        "lsa": lambda: icl_predict(model, X, y, xq),
+        "lsa-quadratic": lambda: icl_predict(model, X, y, xq, order="quadratic"),
+    }
+
+
+def check(vs: dict[str, Callable[[], torch.Tensor]]) -> None:
+    ref = vs["gd"]()
+    for name, fn in vs.items():
+        out = fn()
+        err = ((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+        assert err < 1e-4, f"{name} differs from gd by {err:.2e} (relative)"
+
+
+def cpu_best(vs: dict[str, Callable[[], torch.Tensor]], repeats: int) -> dict[str, float]:
+    best = dict.fromkeys(vs, float("inf"))
+    for fn in vs.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in vs.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def gpu_median(vs: dict[str, Callable[[], torch.Tensor]]) -> dict[str, float]:
+    try:
+        from triton.testing import do_bench
+    except ImportError:
+        do_bench = None
+    out = {}
+    for name, fn in vs.items():
+        if do_bench is not None:
+            out[name] = do_bench(fn) / 1e3
+        else:
+            fn()
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            times = []
+            for _ in range(20):
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+            out[name] = sorted(times)[len(times) // 2]
+    return out
+
+
+def table(device: torch.device, args: argparse.Namespace) -> None:
+    header = (f"{'n':>4} {'T':>3} | {'gd us/prompt':>12} | {'lsa us/prompt':>13} {'lsa/gd':>7} | "
+              f"{'quadratic us':>12} {'quad/gd':>8}")
+    print(header)
+    print("-" * len(header))
+    for n in args.n:
+        X, y, xq, _, _ = sample_icl_batch(args.batch, n, args.d, generator=torch.Generator().manual_seed(0))
+        X, y, xq = X.to(device), y.to(device), xq.to(device)
+        eta = n / (n + args.d)  # the best constant step for Gaussian X (Marchenko-Pastur edges)
+        for T in args.loops:
+            vs = variants(X, y, xq, args.d, T, eta)
+            with torch.no_grad():
+                check(vs)
+                t = cpu_best(vs, args.repeats) if device.type == "cpu" else gpu_median(vs)
+            per = {k: v / args.batch * 1e6 for k, v in t.items()}
+            print(f"{n:>4} {T:>3} | {per['gd']:12.3f} | {per['lsa']:13.3f} {t['lsa'] / t['gd']:7.2f} | "
+                  f"{per['lsa-quadratic']:12.3f} {t['lsa-quadratic'] / t['gd']:8.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"# CPU, float32, batch {args.batch} prompts, d = {args.d}, {torch.get_num_threads()} threads, "
+          f"load {load:.2f}, best of {args.repeats}; ratios against explicit GD (gd_predict)\n")
+    table(torch.device("cpu"), args)
+    if not torch.cuda.is_available():
+        print("\nicl.py: no CUDA device available; GPU table skipped.")
+        return 0
+    print(f"\n# {torch.cuda.get_device_name()} | torch {torch.__version__} | float32, medians\n")
+    table(torch.device("cuda"), args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
