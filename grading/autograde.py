@@ -9,7 +9,8 @@ For every ``<student>/<chapter>/`` folder:
    ``generate_assignment``) into a private folder with only this submission;
 3. run nbgrader's autograde and generate_feedback there in a subprocess with a
    wall-clock limit (:mod:`grading.worker`), so a hung or crashing notebook
-   costs that student only;
+   costs that student only; the kernel runs in a sandbox (:mod:`grading.sandbox`) that sees
+   neither that course root nor anything else of the grader's;
 4. read the scores from that private gradebook and write one CSV row.
 
 No submission can stop the batch; the tool exits non-zero only when it
@@ -21,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import nbformat
 
+from grading import sandbox as sbx
 from grading.course import load_config, make_template
 from grading.paths import GradingError, chapters, repo_root, tool_env
 from grading.submissions import Prepared, Submission, discover, find_root, prepare, safe_extract
@@ -69,6 +72,22 @@ class Template:
     root: Path
     release_nb: nbformat.NotebookNode
     max_score: float
+
+    def data_files(self) -> list[Path]:
+        """The chapter's files other than its notebook (nbgrader hands them to students and the grader)."""
+        folder = self.root / "source" / self.root.name
+        return [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix != ".ipynb"]
+
+
+@dataclass
+class SandboxPolicy:
+    """How kernels are confined: ``mode`` is "require" (refuse to grade without the sandbox), "auto"
+    (sandbox when available, else warn and grade unconfined) or "off"."""
+
+    mode: str = "auto"
+    limits: sbx.Limits = field(default_factory=sbx.Limits)
+    mpl_cache: Path | None = None
+    enabled: bool = False
 
 
 def _max_score(course_root: Path, chapter: str) -> float:
@@ -149,6 +168,8 @@ def grade_one(
     *,
     cell_timeout: int = DEFAULT_CELL_TIMEOUT,
     notebook_timeout: int = DEFAULT_NOTEBOOK_TIMEOUT,
+    policy: SandboxPolicy | None = None,
+    slot: int = 0,
 ) -> Result:
     """Grade one submission; never raises for anything the submission did."""
     if template is None:
@@ -168,6 +189,19 @@ def grade_one(
 
     env = tool_env(TM_SCALE="reduced", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "grading.worker", str(course_root), sub.student, sub.chapter, str(cell_timeout)]
+    if policy is not None and policy.enabled:
+        box_dir = workdir / f"{sub.student}--{sub.chapter}.sandbox"
+        box = sbx.Sandbox(
+            scratch=box_dir / "scratch",
+            runtime=box_dir / "runtime",
+            uid=sbx.FIRST_UID + slot,
+            limits=policy.limits,
+            env={"TM_SCALE": "reduced", "TM_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"},
+        )
+        sbx.prepare(box, template.data_files(), policy.mpl_cache)
+        sbx.write_kernelspec(box, box_dir / "jupyter")
+        env.update(JUPYTER_PATH=str(box_dir / "jupyter"), JUPYTER_RUNTIME_DIR=str(box.runtime))
+        cmd.append(str(box.runtime / "kernel"))
     proc = subprocess.Popen(
         cmd, cwd=course_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -217,10 +251,25 @@ def autograde(
     notebook_timeout: int = DEFAULT_NOTEBOOK_TIMEOUT,
     root: Path | None = None,
     keep: Path | None = None,
+    sandbox: str | None = None,
+    limits: sbx.Limits | None = None,
     log=print,
 ) -> list[Result]:
-    """Grade every submission under ``submissions`` (folder or zip); write ``out/grades.csv`` and feedback."""
+    """Grade every submission under ``submissions`` (folder or zip); write ``out/grades.csv`` and feedback.
+
+    ``sandbox``: "require", "auto" or "off" (see :class:`SandboxPolicy`; default: ``$TM_SANDBOX`` or "auto")."""
     root = root or repo_root()
+    sandbox = sandbox or os.environ.get("TM_SANDBOX", "auto")
+    if sandbox not in ("require", "auto", "off"):
+        raise GradingError(f"--sandbox must be require, auto or off, not {sandbox!r}")
+    policy = SandboxPolicy(mode=sandbox, limits=limits or sbx.Limits(cpu_seconds=notebook_timeout))
+    if sandbox != "off":
+        usable, why = sbx.available()
+        if not usable and sandbox == "require":
+            raise GradingError(f"cannot sandbox the kernels: {why}")
+        if not usable:
+            log(f"WARNING: grading WITHOUT a sandbox ({why}): student code runs as you, with your files")
+        policy.enabled = usable
     if not submissions.exists():
         raise GradingError(f"{submissions}: no such file or folder")
     known = chapters(root)
@@ -238,17 +287,25 @@ def autograde(
         templates = build_templates(needed, tmp_path / "templates", root)
         work = tmp_path / "work"
         work.mkdir()
+        if policy.enabled:
+            policy.mpl_cache = sbx.build_mpl_cache(tmp_path / "mpl-cache")
+        slots: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for n in range(max(1, jobs)):
+            slots.put(n)
 
         def run(sub: Submission) -> Result:
             start = time.perf_counter()
+            slot = slots.get()
             try:
                 result = grade_one(
                     sub, templates.get(sub.chapter), work, out,
-                    cell_timeout=cell_timeout, notebook_timeout=notebook_timeout,
+                    cell_timeout=cell_timeout, notebook_timeout=notebook_timeout, policy=policy, slot=slot,
                 )
             except Exception as exc:  # a bug of ours on one submission must not lose the others
                 max_score = templates[sub.chapter].max_score if sub.chapter in templates else 0
                 result = Result(sub.student, sub.chapter, 0, max_score, "error", f"internal grader error: {exc!r}"[:300])
+            finally:
+                slots.put(slot)
             log(f"  {sub.student}/{sub.chapter}: {result.status} {result.score:g}/{result.max_score:g} "
                 f"({time.perf_counter() - start:.1f} s){' - ' + result.message if result.message else ''}")
             return result

@@ -1,4 +1,4 @@
-"""Command line: ``python -m grading {build,release,check,autograde,validate,variants,demo}``."""
+"""Command line: ``python -m grading {build,release,check,autograde,validate,variants,site,demo}``."""
 
 from __future__ import annotations
 
@@ -44,10 +44,12 @@ def _cmd_check(args) -> int:
 
 def _cmd_autograde(args) -> int:
     from grading.autograde import autograde, format_table
+    from grading.sandbox import Limits
 
     results = autograde(
         Path(args.submissions), Path(args.out), jobs=args.jobs,
         cell_timeout=args.cell_timeout, notebook_timeout=args.timeout,
+        sandbox=args.sandbox, limits=Limits(memory_mb=args.memory_mb, cpu_seconds=args.timeout),
     )
     print()
     print(format_table(results))
@@ -74,6 +76,16 @@ def _cmd_variants(args) -> int:
         failed += len(problems)
     print(f"\n{failed} problem(s)" if failed else "\nevery reference passes and every wrong answer is rejected")
     return 1 if failed else 0
+
+
+def _cmd_site(args) -> int:
+    from grading.site import build_site
+
+    index = build_site(Path(args.out) if args.out else None, solutions=args.solutions,
+                       names=resolve_chapters(args.chapters, repo_root()))
+    print(f"\nopen {index} in a browser, or serve the folder and go to http://localhost:8000 :\n"
+          f"  python -m http.server -d {index.parent} 8000")
+    return 0
 
 
 def _cmd_demo(args) -> int:
@@ -103,6 +115,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="submissions graded at once (default: cores)")
     s.add_argument("--cell-timeout", type=int, default=60, help="seconds one cell may run (default 60)")
     s.add_argument("--timeout", type=int, default=600, help="seconds one notebook may take in all (default 600)")
+    s.add_argument("--sandbox", choices=["require", "auto", "off"], default=None,
+                   help="confine each kernel with bubblewrap: require it, use it when available (default, or "
+                        "$TM_SANDBOX), or off")
+    s.add_argument("--memory-mb", type=int, default=8192, help="address-space limit of a kernel (default 8192)")
     s.set_defaults(func=_cmd_autograde)
 
     s = sub.add_parser("validate", help="run a notebook like the grader; exit 1 if a test cell fails")
@@ -113,6 +129,13 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("variants", help="try every wrong answer in chapters/<ch>/wrong_answers.py in one kernel")
     s.add_argument("chapters", nargs="*", help="chapter names (default: all)")
     s.set_defaults(func=_cmd_variants)
+
+    s = sub.add_parser("site", help="static HTML site of the reference chapters (Sphinx + myst-nb)")
+    s.add_argument("chapters", nargs="*", help="chapter names (default: all)")
+    s.add_argument("--solutions", choices=("omit", "toggle"), default="omit",
+                   help="omit: exercises show the students' stubs (default); toggle: reference answers collapsed")
+    s.add_argument("--out", help="output folder (default: _site/ at the repository root)")
+    s.set_defaults(func=_cmd_site)
 
     s = sub.add_parser("demo", help="release, autograde and feedback on bundled samples (headless)")
     s.add_argument("--jobs", type=int, default=2)
