@@ -67,12 +67,11 @@ __all__ = [
 def _covariance_root(d: int, condition_number: float, generator: torch.Generator | None,
                      dtype: torch.dtype) -> torch.Tensor:
     """A random ``(d, d)`` square root of a covariance whose eigenvalues are geometrically spaced from
-    ``1`` to ``1 / condition_number`` and rescaled to average 1 (trace ``d``)."""
+    ``1`` down to ``1 / condition_number`` (largest eigenvalue 1, so a step size stable for ``I`` stays stable)."""
     if condition_number < 1:
         raise ValueError(f"condition_number must be >= 1, got {condition_number}")
     eig = torch.logspace(0.0, -math.log10(condition_number), d, dtype=torch.float64) if d > 1 else \
         torch.ones(1, dtype=torch.float64)
-    eig = eig * d / eig.sum()
     q, r = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
     q = q * torch.sign(torch.diagonal(r))  # Haar-distributed rotation
     return (q * eig.sqrt()) @ q.T  # symmetric root: Sigma^{1/2}
@@ -93,8 +92,9 @@ def sample_regression_tasks(
 
     ``w ~ N(0, I_d)`` per task; rows of ``X`` are i.i.d. ``N(0, I_d)`` (``x_dist="gaussian"``) or
     ``U(-1, 1)^d`` (``x_dist="uniform"``); with ``condition_number=k`` each row is multiplied by a random
-    ``Sigma^{1/2}`` whose spectrum spans the ratio ``k`` (eigenvalues geometric from 1 to 1/k, mean 1), so the
-    covariance of ``x`` is ``Sigma`` (Gaussian) or ``Sigma / 3`` (uniform). ``y = X w + noise_std * eps``.
+    ``Sigma^{1/2}`` whose spectrum spans the ratio ``k`` (eigenvalues geometric from 1 down to 1/k, in a random
+    basis), so the covariance of ``x`` is ``Sigma`` (Gaussian) or ``Sigma / 3`` (uniform).
+    ``y = X w + noise_std * eps``.
 
     Returns ``X (batch, n, d)``, ``y (batch, n)``, ``w (batch, d)``.
     """
@@ -452,7 +452,7 @@ def iterate_map(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, ste
 
 def plot_icl_loops(eta: float = 0.8, kappa: float = 1.0, loops: int = 10, *, n: int = 40, d: int = 10,
                    batch: int = 256, seed: int = 0, ax=None):
-    """Looped GD construction vs explicit GD: mean squared query error after ``t = 0..loops`` loops/steps,
+    """Looped GD construction vs explicit GD: median squared query error after ``t = 0..loops`` loops/steps,
     for prompts with ``n`` examples whose covariance has condition number ``kappa``. Pure: returns ``ax``."""
     import matplotlib.pyplot as plt
 
@@ -464,17 +464,17 @@ def plot_icl_loops(eta: float = 0.8, kappa: float = 1.0, loops: int = 10, *, n: 
     Z = make_prompt(X, y, xq)
     lsa_err, gd_err = [], []
     for t in range(loops + 1):
-        lsa_err.append(((-Z[:, -1, -1] - yq) ** 2).mean().item())
-        gd_err.append(((gd_predict(X, y, xq, eta=eta, steps=t) - yq) ** 2).mean().item())
+        lsa_err.append(((-Z[:, -1, -1] - yq) ** 2).median().item())
+        gd_err.append(((gd_predict(X, y, xq, eta=eta, steps=t) - yq) ** 2).median().item())
         Z = layer(Z)
     ts = list(range(loops + 1))
     ax.semilogy(ts, gd_err, "o", ms=7, mfc="none", label="explicit GD, t steps")
     ax.semilogy(ts, lsa_err, "-", lw=1.5, label="looped LSA construction, t loops")
     rho = gd_contraction(X, eta).median().item()
     ax.semilogy(ts, [gd_err[0] * rho ** (2 * t) for t in ts], ":", color="0.4",
-                label=f"median contraction² per step ({rho:.2f}²)")
+                label=f"worst-direction bound ρ^(2t), median ρ = {rho:.2f}")
     ax.set_xlabel("loops t (= GD steps)")
-    ax.set_ylabel("mean (ŷ − y_q)²")
+    ax.set_ylabel("median over prompts of (ŷ − y_q)²")
     ax.set_title(f"η = {eta:g}, κ(Σ) = {kappa:g}, n = {n}, d = {d}", fontsize=10)
     ax.legend(fontsize=8)
     return ax
