@@ -1,0 +1,174 @@
+"""The static site (`python -m grading site`): built in both solution modes, read as text, no browser.
+
+Every chapter page exists and is linked from the index; no hidden-test line ever reaches a page; in `omit`
+mode no solution line does either, while in `toggle` mode the reference answers are there, collapsed; the
+site loads nothing from another host and carries no widget state. The browser checks (figures load, links
+resolve, the toggle opens) are in tests/e2e/test_site.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grading.check import secret_lines, split_secret
+from grading.paths import solutions_notebook
+from grading.site import SHOW_SOLUTION, WIDGET_VIEW, build_site, missing_site_tools, site_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def require_site_tools() -> None:
+    missing = missing_site_tools()
+    if missing:
+        reason = f"{', '.join(missing)} not installed (pip install -e \".[site]\")"
+        if os.environ.get("TM_E2E_REQUIRE", "") not in ("", "0"):
+            pytest.fail(f"{reason}, and TM_E2E_REQUIRE is set")
+        pytest.skip(f"{reason}: site build tests skipped")
+
+
+@pytest.fixture(scope="module", params=["omit", "toggle"])
+def site(request, tmp_path_factory):
+    require_site_tools()
+    out = tmp_path_factory.mktemp(f"site-{request.param}") / "html"
+    build_site(out, solutions=request.param, root=ROOT, log=lambda *_: None)
+    return request.param, out
+
+
+class _Text(HTMLParser):
+    """A page's text (what a reader can see or uncover), its tags' attributes, and <details> nesting."""
+
+    def __init__(self):
+        super().__init__()
+        self.parts: list[str] = []
+        self.in_details: list[str] = []
+        self.tags: list[tuple[str, dict]] = []
+        self._details = 0
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag == "details":
+            self._details += 1
+        if tag in ("script", "style"):
+            self._skip += 1
+
+    def handle_endtag(self, tag):
+        if tag == "details":
+            self._details -= 1
+        if tag in ("script", "style"):
+            self._skip -= 1
+
+    def handle_data(self, data):
+        if self._skip:
+            return
+        self.parts.append(data)
+        if self._details:
+            self.in_details.append(data)
+
+
+def read_page(path: Path) -> _Text:
+    parser = _Text()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def lines_of(parts: list[str]) -> set[str]:
+    return {line.strip() for line in "".join(parts).splitlines()}
+
+
+def region_lines(nb, *, hidden: bool) -> set[str]:
+    """Secret lines (grading.check.secret_lines) inside hidden-test regions (hidden=True) or solution regions."""
+    inside = set()
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        is_test = bool(meta.get("grade")) and not meta.get("solution")
+        if is_test if hidden else bool(meta.get("solution")):
+            inside.update(line.strip() for line in split_secret(cell.source)[0])
+    return secret_lines(nb) & inside
+
+
+def test_index_links_every_chapter(site, root):
+    from grading.paths import chapters
+
+    mode, out = site
+    index = read_page(out / "index.html")
+    hrefs = {attrs.get("href", "").split("#")[0] for tag, attrs in index.tags if tag == "a"}
+    for chapter in chapters(root):
+        assert (out / chapter / f"{chapter}.html").is_file(), f"no page for {chapter}"
+        assert f"{chapter}/{chapter}.html" in hrefs, f"index.html does not link {chapter}"
+    assert "Transformer Mechanics" in "".join(index.parts)
+
+
+def test_no_hidden_tests_and_solutions_as_chosen(site, chapter):
+    mode, out = site
+    nb = nbformat.read(solutions_notebook(chapter, ROOT), as_version=4)
+    hidden, solution = region_lines(nb, hidden=True), region_lines(nb, hidden=False)
+    assert hidden, f"{chapter}: no distinctive hidden-test line to look for (grading.check.secret_lines)"
+    assert solution, f"{chapter}: no distinctive solution line to look for"
+    page = read_page(out / chapter / f"{chapter}.html")
+    shown = lines_of(page.parts)
+
+    leaked = sorted(hidden & shown)
+    assert not leaked, f"{chapter} ({mode}): hidden-test lines on the page: {leaked[:5]}"
+    if mode == "omit":
+        leaked = sorted(solution & shown)
+        assert not leaked, f"{chapter} (omit): solution lines on the page: {leaked[:5]}"
+        assert "NotImplementedError" in "".join(page.parts), f"{chapter}: the students' stubs are missing"
+    else:
+        # the reference answers are on the page, and only inside the collapsed <details> toggles
+        assert solution & shown, f"{chapter} (toggle): no solution line on the page"
+        collapsed = lines_of(page.in_details)
+        outside = sorted(line for line in solution & shown if line not in collapsed)
+        assert not outside, f"{chapter} (toggle): solution lines outside a toggle: {outside[:5]}"
+        answers = sum(1 for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution"))
+        assert "".join(page.parts).count(SHOW_SOLUTION) == answers, f"{chapter}: one toggle per answer cell"
+
+
+def test_pages_are_self_contained(site, chapter):
+    """Static and offline: no widget state or CDN script, every image and stylesheet served by the site."""
+    mode, out = site
+    path = out / chapter / f"{chapter}.html"
+    html = path.read_text(encoding="utf-8")
+    assert WIDGET_VIEW not in html and "widget-state" not in html, f"{chapter}: widget data on a static page"
+    reference = nbformat.read(solutions_notebook(chapter, ROOT), as_version=4)
+    interacts = sum("interactive(" in o.get("data", {}).get("text/plain", "") for c in reference.cells
+                    for o in c.get("outputs", []) if WIDGET_VIEW in o.get("data", {}))
+    assert html.count('class="tm-widget-note"') == interacts, f"{chapter}: one note per interact panel"
+    page = read_page(path)
+    for tag, attrs in page.tags:
+        url = attrs.get("src") if tag in ("script", "img") else attrs.get("href") if tag == "link" else None
+        if url is None:
+            continue
+        assert not re.match(r"^(https?:)?//", url), f"{chapter}: <{tag}> loads {url} from another host"
+        target = (path.parent / url.split("?")[0].split("#")[0]).resolve()
+        assert target.is_file(), f"{chapter}: <{tag}> refers to {url}, which the build did not write"
+    images = [attrs for tag, attrs in page.tags if tag == "img"]
+    figures = sum("image/png" in o.get("data", {}) for c in site_notebook(chapter, mode, ROOT).cells
+                  for o in c.get("outputs", []))
+    assert len(images) >= figures, f"{chapter}: {figures} figure output(s), {len(images)} <img> on the page"
+
+
+def test_broken_link_or_missing_image_fails_the_build(tmp_path):
+    """sphinx-build runs with -W: a chapter linking to a page or an image that does not exist is an error."""
+    require_site_tools()
+    from grading.paths import GradingError
+
+    chapter = "00_orientation"
+    for tree in ("solutions", "course"):
+        nb = nbformat.read(ROOT / tree / chapter / f"{chapter}.ipynb", as_version=4)
+        first = next(c for c in nb.cells if c.cell_type == "markdown")
+        first.source += "\n\nSee [the next chapter](no_such_chapter.ipynb) and ![a diagram](no_such_diagram.png).\n"
+        (tmp_path / tree / chapter).mkdir(parents=True)
+        nbformat.write(nb, tmp_path / tree / chapter / f"{chapter}.ipynb")
+    out = tmp_path / "site"
+    with pytest.raises(GradingError) as err:
+        build_site(out, root=tmp_path, log=lambda *_: None)
+    message = str(err.value)
+    assert "no_such_chapter" in message and "no_such_diagram.png" in message, message
+    assert not out.exists(), "a failed build must not leave a site behind"
