@@ -326,7 +326,7 @@ def test_plots_return_axes():
     ax2 = plot_formula("(!(0&1)|((1|0)&!!1))")
     assert "rounds" in ax2.get_title()
     with pytest.raises(ValueError):
-        plot_formula(sized_formula(300, generator=torch.Generator().manual_seed(0)))
+        plot_formula(sized_formula(500, generator=torch.Generator().manual_seed(0)))
     plt.close("all")
 
 

@@ -12,7 +12,7 @@ Every gate is a comparison of the *count* of its true inputs, ``c``, with a
 threshold ``t`` (possibly negated): AND is ``c >= fan_in``, OR is ``c >= 1``,
 MAJORITY is ``c >= floor(fan_in / 2) + 1``, THRESHOLD(k) is ``c >= k``, NOT is
 ``c < 1``. That single rule is what :meth:`Circuit.evaluate` computes, one layer
-at a time, for a whole batch of input vectors with one ``index_add`` per layer.
+at a time, for a whole batch of input vectors with one matrix product per layer.
 
 Conventions (the usual ones of circuit complexity):
 
@@ -100,6 +100,8 @@ class Circuit:
     later: the constructor sorts the gates topologically and raises
     ``ValueError`` on a cycle or on a wire that does not exist (a dangling wire).
     """
+
+    DENSE_LIMIT = 1 << 22  # a level whose (wires read) x (gates) incidence has more entries uses index_add
 
     def __init__(self, n_inputs: int) -> None:
         if not isinstance(n_inputs, int) or n_inputs < 0:
@@ -229,7 +231,12 @@ class Circuit:
 
     # ---------------------------------------------------------------- evaluation
     def _build_plan(self) -> list[tuple[torch.Tensor, ...]]:
-        """Group gates into levels (every gate after all gates it reads), one tensor bundle per level."""
+        """Group gates into levels (every gate after all gates it reads), one tensor bundle per level.
+
+        Per level: the gates' wire ids, the distinct wires they read, the (read wire, gate)
+        incidence (a dense count matrix when it is small, else an edge list for ``index_add``),
+        and each gate's threshold and negation.
+        """
         level = [0] * self.n_wires
         for j, g in enumerate(self.gates):
             level[self.n_inputs + j] = 1 + max((level[w] for w in g.inputs), default=0)
@@ -239,19 +246,28 @@ class Circuit:
         plan = []
         for lv in sorted(by_level):
             js = by_level[lv]
+            reads = sorted({w for j in js for w in self.gates[j].inputs})
+            col = {w: i for i, w in enumerate(reads)}
             src, dst, t, neg = [], [], [], []
             for local, j in enumerate(js):
                 g = self.gates[j]
-                src.extend(g.inputs)
+                src.extend(col[w] for w in g.inputs)
                 dst.extend([local] * len(g.inputs))
                 tj, nj = g.threshold()
                 t.append(tj)
                 neg.append(nj)
+            src_t, dst_t = torch.tensor(src, dtype=torch.long), torch.tensor(dst, dtype=torch.long)
+            dense = len(reads) * len(js) <= self.DENSE_LIMIT
+            if dense:  # counts = values[:, reads] @ incidence: one matmul
+                incidence = torch.zeros(len(reads), len(js))
+                incidence.index_put_((src_t, dst_t), torch.ones(len(src)), accumulate=True)
+            else:
+                incidence = torch.empty(0)
             plan.append((
                 torch.tensor([self.n_inputs + j for j in js], dtype=torch.long),
-                torch.tensor(src, dtype=torch.long),
-                torch.tensor(dst, dtype=torch.long),
-                torch.tensor(t, dtype=torch.int32),
+                torch.tensor(reads, dtype=torch.long),
+                incidence, src_t, dst_t,
+                torch.tensor(t, dtype=torch.float32),
                 torch.tensor(neg, dtype=torch.bool),
             ))
         return plan
@@ -261,7 +277,8 @@ class Circuit:
 
         inputs: bool (or 0/1 integer) tensor of shape ``(batch, n_inputs)`` or ``(n_inputs,)``.
         Returns a bool tensor of shape ``(batch, n_outputs)`` (or ``(n_outputs,)``), on the
-        inputs' device. Cost: one gather and one ``index_add`` per level of the DAG.
+        inputs' device. Cost per level of the DAG: one gather and one matrix product
+        (``index_add`` when the level's incidence matrix would be large).
         """
         if not self.outputs:
             raise ValueError("set the outputs first (set_outputs)")
@@ -280,16 +297,36 @@ class Circuit:
         if self._plan is None:
             self._plan = self._build_plan()
         dev = x.device
-        values = torch.zeros(x.shape[0], self.n_wires, dtype=torch.int32, device=dev)
-        values[:, : self.n_inputs] = x.to(torch.int32)
-        for ids, src, dst, t, neg in self._plan:
-            ids, src, dst, t, neg = ids.to(dev), src.to(dev), dst.to(dev), t.to(dev), neg.to(dev)
-            counts = torch.zeros(x.shape[0], ids.numel(), dtype=torch.int32, device=dev)
-            if src.numel():
-                counts.index_add_(1, dst, values[:, src])
-            values[:, ids] = ((counts >= t) ^ neg).to(torch.int32)
-        out = values[:, self.outputs].bool()
-        return out[0] if single else out
+        # values live in blocks: the inputs, then one (batch, gates) block per level; float32 holds
+        # every count exactly (fan-in < 2**24). A level that reads a whole block in order reads it in place.
+        blocks = [x.to(torch.float32)]
+        where_block = torch.zeros(self.n_wires, dtype=torch.long)
+        where_col = torch.arange(self.n_wires)
+        for bundle in self._plan:
+            ids, reads, incidence, src, dst, t, neg = bundle
+            rb = where_block[reads]
+            first = int(rb[0])
+            if bool((rb == first).all()) and reads.numel() == blocks[first].shape[1] and bool(
+                    (where_col[reads] == torch.arange(reads.numel())).all()):
+                inp = blocks[first]
+            else:
+                parts = [blocks[b][:, where_col[reads[rb == b]].to(dev)] for b in rb.unique().tolist()]
+                order = torch.cat([torch.nonzero(rb == b).flatten() for b in rb.unique().tolist()])
+                inp = torch.empty(x.shape[0], reads.numel(), dtype=torch.float32, device=dev)
+                inp[:, order.to(dev)] = torch.cat(parts, 1)
+            if incidence.numel():
+                counts = inp @ incidence.to(dev)
+            else:
+                counts = torch.zeros(x.shape[0], ids.numel(), dtype=torch.float32, device=dev)
+                counts.index_add_(1, dst.to(dev), inp[:, src.to(dev)])
+            out = (counts >= t.to(dev)) ^ neg.to(dev)
+            where_block[ids] = len(blocks)
+            where_col[ids] = torch.arange(ids.numel())
+            blocks.append(out.to(torch.float32))
+        outs = torch.tensor(self.outputs, dtype=torch.long)
+        ob = where_block[outs]
+        result = torch.stack([blocks[int(b)][:, int(c)] for b, c in zip(ob, where_col[outs])], 1) > 0.5
+        return result[0] if single else result
 
     def evaluate_loop(self, inputs: Sequence[Sequence[int]] | torch.Tensor) -> list[list[int]]:
         """The baseline: a Python loop over input vectors and, inside, over gates.

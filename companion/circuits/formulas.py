@@ -365,7 +365,7 @@ def contraction_schedule(s: str) -> tuple[FormulaTree, list[int]]:
     return t, removed
 
 
-def plot_formula(s: str, ax=None, *, title: str | None = None, max_nodes: int = 200):
+def plot_formula(s: str, ax=None, *, title: str | None = None, max_nodes: int = 400):
     """Draw the formula's tree, nodes coloured by the contraction round that removes them. Returns the axes."""
     import matplotlib.pyplot as plt
 

@@ -107,10 +107,9 @@ class _Block(nn.Module):
         q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
         pos = torch.arange(n, device=x.device)
         offset = (pos[None, :] - pos[:, None]).clamp(-self.max_rel, self.max_rel) + self.max_rel  # key - query
-        bias = self.rel[:, offset]  # (heads, n, n)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(d // h) + bias
-        scores = scores.masked_fill(pad[:, None, None, :], float("-inf"))
-        att = scores.softmax(-1) @ v
+        bias = self.rel[:, offset]  # (heads, n, n): softmax(q k^T / sqrt(d_head) + bias), padded keys masked
+        mask = bias[None].masked_fill(pad[:, None, None, :], float("-inf"))
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + self.proj(att.transpose(1, 2).reshape(b, n, d))
         return x + self.mlp(self.ln2(x))
 

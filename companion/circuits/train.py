@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         model, losses = train_model(kind, steps=args.steps)
         meta = {"steps": args.steps, "seed": SEEDS[kind], "depths": TRAIN_DEPTHS, "max_len": MAX_LEN,
-                "final_loss": sum(losses[-50:]) / len(losses[-50:]), "torch": torch.__version__}
+                "final_loss": sum(losses[-50:]) / len(losses[-50:]), "torch": str(torch.__version__)}
         save(model, args.out / f"{kind}.pt", meta)
         print(f"{kind}: {args.steps} steps in {time.perf_counter() - start:.0f} s, "
               f"final loss {meta['final_loss']:.4f} -> {args.out / (kind + '.pt')}")
