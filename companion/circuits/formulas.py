@@ -398,8 +398,10 @@ def plot_formula(s: str, ax=None, *, title: str | None = None, max_nodes: int = 
                 ax.plot([x[v], x[c]], [y[v], y[c]], color="0.6", lw=0.8, zorder=1)
     vals = t.values()
     for v in range(n):
+        r, g_, b_, _ = cmap(removed[v])
+        ink = "k" if 0.299 * r + 0.587 * g_ + 0.114 * b_ > 0.5 else "w"  # readable on light and dark fills
         ax.scatter([x[v]], [y[v]], s=220, color=cmap(removed[v]), zorder=2, edgecolors="k", linewidths=0.5)
-        ax.text(x[v], y[v], t.kind[v], ha="center", va="center", fontsize=8, color="w", zorder=3)
+        ax.text(x[v], y[v], t.kind[v], ha="center", va="center", fontsize=8, color=ink, zorder=3)
     ax.set_xticks([])
     ax.set_ylabel("depth (root at 0)")
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(-0.5, max(rounds, 1) + 0.5))
