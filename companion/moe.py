@@ -45,7 +45,9 @@ __all__ = [
     "ThreadComm",
     "TorchDistComm",
     "capacity_keep_mask",
+    "centred_cosine",
     "cluster_data",
+    "cluster_moe_forward",
     "dense_swiglu",
     "drop_fraction_uniform",
     "expected_drop_fraction",
@@ -62,6 +64,8 @@ __all__ = [
     "run_threaded",
     "sort_by_expert",
     "swiglu_expert",
+    "train_balance",
+    "train_cluster_moe",
 ]
 
 DISPATCHES = ("loop", "einsum", "sorted")
@@ -177,7 +181,7 @@ def expert_capacity(n_tokens: int, n_experts: int, k: int, capacity_factor: floa
     """``C = ceil(capacity_factor · T · k / E)``: assignments each expert accepts."""
     if capacity_factor <= 0:
         raise ValueError(f"capacity_factor must be positive, got {capacity_factor}")
-    # round first so that 1.25 * 512 * 1 / 8 = 80.00000000000001 is not ceiled to 81
+    # round first so that 1.1 * 100 * 1 / 10 = 11.000000000000002 is not ceiled to 12
     return int(math.ceil(round(capacity_factor * n_tokens * k / n_experts, 9)))
 
 
@@ -294,7 +298,8 @@ def _grouped_mm_ok(x: torch.Tensor) -> bool:
 def _dispatch_sorted(x, weights, experts, keep, w_gate, w_up, w_down):
     n_experts = w_gate.shape[0]
     token, slot, counts = sort_by_expert(experts, keep, n_experts)
-    xs = x[token]  # (n_kept, d), grouped by expert
+    xs = x.index_select(0, token)  # (n_kept, d), grouped by expert
+    gate = weights[token, slot].unsqueeze(-1)
     if _grouped_mm_ok(x):
         try:
             offs = counts.cumsum(0).to(torch.int32)
@@ -305,17 +310,28 @@ def _dispatch_sorted(x, weights, experts, keep, w_gate, w_up, w_down):
             out = _sorted_matmuls(xs, counts, w_gate, w_up, w_down)
     else:
         out = _sorted_matmuls(xs, counts, w_gate, w_up, w_down)
-    y = torch.zeros_like(x)
-    return y.index_add(0, token, out * weights[token, slot].unsqueeze(-1))
+    if _no_grad(x, weights, w_gate, w_up, w_down):
+        return torch.zeros_like(x).index_add_(0, token, out.mul_(gate))
+    return torch.zeros_like(x).index_add(0, token, out * gate)
+
+
+def _no_grad(*tensors: torch.Tensor) -> bool:
+    return not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors)
 
 
 def _sorted_matmuls(xs, counts, w_gate, w_up, w_down):
-    outs = []
-    start = 0
-    for e, n in enumerate(counts.tolist()):
-        if n:
-            outs.append(swiglu_expert(xs[start:start + n], w_gate[e], w_up[e], w_down[e]))
-        start += n
+    """Expert e on rows [offset_e, offset_e + counts[e]) of xs: (n, d) -> (n, d)."""
+    bounds = [0] + counts.cumsum(0).tolist()
+    if _no_grad(xs, w_gate, w_up, w_down):  # one output buffer, written in place
+        out = xs.new_empty((xs.shape[0], w_down.shape[1]))
+        for e in range(len(bounds) - 1):
+            lo, hi = bounds[e], bounds[e + 1]
+            if hi > lo:
+                h = F.silu(xs[lo:hi] @ w_gate[e].t(), inplace=True).mul_(xs[lo:hi] @ w_up[e].t())
+                torch.matmul(h, w_down[e].t(), out=out[lo:hi])
+        return out
+    outs = [swiglu_expert(xs[bounds[e]:bounds[e + 1]], w_gate[e], w_up[e], w_down[e])
+            for e in range(len(bounds) - 1) if bounds[e + 1] > bounds[e]]
     return torch.cat(outs) if outs else xs.new_zeros((0, w_down.shape[1]))
 
 
@@ -636,3 +652,127 @@ def plot_expert_load(router_logits: torch.Tensor, k: int, capacity_factor: float
                  f"{100 * frac:.1f}% dropped", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
     return ax
+
+
+# ----------------------------------------------------------------------------------------
+# Experiments: balancing-loss ablation, cluster data (small, seeded, CPU)
+# ----------------------------------------------------------------------------------------
+
+
+def train_balance(alpha: float, *, steps: int = 300, n_experts: int = 8, k: int = 1, d: int = 16, d_ff: int = 32,
+                  batch: int = 256, input_mean: float = 3.0, lr: float = 1e-2, z_coef: float = 0.0, seed: int = 0,
+                  record_every: int = 10, progress: bool = False) -> dict[str, Any]:
+    """Fit a dense SwiGLU teacher with an MoE student; loss = relative MSE + alpha · balancing (+ z_coef · z).
+
+    Inputs are ``N(μ, I)`` with ``|μ| = input_mean``: a shared mean direction, as hidden
+    states have, is what lets one expert win every token. k = 1 uses Switch gating
+    (``y = p_e · expert_e(x)``), k > 1 Mixtral's renormalised weights. Returns the
+    load per expert every ``record_every`` steps ``(n_records, E)``, the steps, the
+    task loss, the balancing loss, the z-loss, and the trained layer.
+    """
+    g = torch.Generator().manual_seed(seed)
+    teacher = init_moe_params(d, 4 * d_ff, 1, generator=g)
+    mu = torch.randn(d, generator=g)
+    mu = input_mean * mu / mu.norm()
+    layer = MoELayer(d, d_ff, n_experts, k, renormalize=k > 1, seed=seed + 1)
+    opt = torch.optim.Adam(layer.parameters(), lr=lr)
+    loads, rec_steps, task, balance, zl = [], [], [], [], []
+    steps_iter = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps_iter = tqdm(steps_iter, desc=f"alpha={alpha:g}", leave=False)
+    for step in steps_iter:
+        x = torch.randn(batch, d, generator=g) + mu
+        with torch.no_grad():
+            target = swiglu_expert(x, teacher["w_gate"][0], teacher["w_up"][0], teacher["w_down"][0])
+        y, stats = layer(x)
+        fit = (y - target).pow(2).mean() / target.pow(2).mean()
+        loss = fit + alpha * stats["load_balancing_loss"] + z_coef * stats["z_loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % record_every == 0 or step == steps - 1:
+            loads.append(stats["tokens_per_expert"].clone())
+            rec_steps.append(step)
+            task.append(fit.item())
+            balance.append(stats["load_balancing_loss"].item())
+            zl.append(stats["z_loss"].item())
+    return {"loads": torch.stack(loads), "steps": rec_steps, "task_loss": task, "balance_loss": balance,
+            "z_loss": zl, "layer": layer, "input_mean": mu}
+
+
+def cluster_moe_forward(x: torch.Tensor, router: torch.Tensor, experts: torch.Tensor, *,
+                        noise: float = 0.0, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chen et al.'s MoE on patches: top-1 router on ``Σ_p x_p``, cubic two-layer CNN experts.
+
+    x ``(n, P, d)``; router ``(E, d)``; experts ``(E, width, d)``. Expert m computes
+    ``f_m(x) = Σ_j Σ_p ⟨w_mj, x_p⟩³``; the output is ``π_m(x) f_m(x)`` for the
+    expert ``m`` with the largest (optionally uniform-noise-perturbed) router score.
+    Returns ``(output (n,), chosen expert (n,))``.
+    """
+    h = x.sum(1) @ router.t()
+    if noise:
+        h = h + noise * torch.rand(h.shape, generator=generator)
+    p = torch.softmax(h, dim=-1)
+    m = p.argmax(dim=-1)
+    f = torch.einsum("npd,ejd->nepj", x, experts).pow(3).sum((-1, -2))  # (n, E): every expert, for clarity
+    return p.gather(1, m[:, None])[:, 0] * f.gather(1, m[:, None])[:, 0], m
+
+
+def centred_cosine(router: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """``cos(θ_m − θ̄, c_k − c̄)`` for every expert m and centre k: ``(E, K)``.
+
+    Softmax routing sees only differences between router rows, so both sides are
+    centred; a router whose rows are the centres scores exactly 1 on the diagonal.
+    """
+    a = F.normalize(router - router.mean(0), dim=1)
+    b = F.normalize(centers - centers.mean(0), dim=1)
+    return a @ b.t()
+
+
+def train_cluster_moe(n_experts: int, *, n_train: int = 2000, n_test: int = 2000, n_clusters: int = 4, dim: int = 32,
+                      n_patches: int = 4, width: int = 8, steps: int = 400, lr: float = 0.02, router_lr: float = 1.0,
+                      router_optimizer: str = "sgd", noise: float = 1.0, seed: int = 0,
+                      record_every: int = 10) -> dict[str, Any]:
+    """Train :func:`cluster_moe_forward` with the logistic loss on :func:`cluster_data` (full batch).
+
+    Experts: Adam (lr ``lr``), small random init; router: zero init, plain gradient
+    descent (``router_optimizer="sgd"``, lr ``router_lr``) or Adam. ``n_experts=1`` is
+    the single expert. Returns test accuracy, the per-step router-centre cosine
+    (mean over experts of the best centred cosine), the cluster × expert dispatch
+    counts on the test set, and the trained weights.
+    """
+    g = torch.Generator().manual_seed(seed)
+    x_all, y_all, c_all, centers, features = cluster_data(n_train + n_test, n_clusters=n_clusters, dim=dim,
+                                                          n_patches=n_patches, generator=g)
+    x, y = x_all[:n_train], y_all[:n_train]
+    xt, yt, ct = x_all[n_train:], y_all[n_train:], c_all[n_train:]
+    experts = (0.1 * torch.randn(n_experts, width, dim, generator=g)).requires_grad_()
+    router = torch.zeros(n_experts, dim, requires_grad=True)
+    opt = torch.optim.Adam([experts], lr=lr)
+    if router_optimizer == "sgd":
+        ropt: torch.optim.Optimizer = torch.optim.SGD([router], lr=router_lr)
+    elif router_optimizer == "adam":
+        ropt = torch.optim.Adam([router], lr=lr)
+    else:
+        raise ValueError(f"router_optimizer must be 'sgd' or 'adam', got {router_optimizer!r}")
+    cos_hist, rec_steps = [], []
+    for step in range(steps):
+        out, _ = cluster_moe_forward(x, router, experts, noise=noise if n_experts > 1 else 0.0, generator=g)
+        loss = F.softplus(-y * out).mean()
+        opt.zero_grad()
+        ropt.zero_grad()
+        loss.backward()
+        opt.step()
+        ropt.step()
+        if n_experts > 1 and (step % record_every == 0 or step == steps - 1):
+            cos_hist.append(centred_cosine(router.detach(), centers).max(dim=1).values.mean().item())
+            rec_steps.append(step)
+    with torch.no_grad():
+        out, m = cluster_moe_forward(xt, router, experts)
+        acc = ((out * yt) > 0).float().mean().item()
+        dispatch = torch.zeros(n_clusters, n_experts)
+        dispatch.index_put_((ct, m), torch.ones(len(m)), accumulate=True)
+    return {"accuracy": acc, "cosine": cos_hist, "steps": rec_steps, "dispatch": dispatch,
+            "router": router.detach(), "experts": experts.detach(), "centers": centers, "features": features}
