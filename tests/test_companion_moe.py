@@ -376,3 +376,56 @@ def test_plot_expert_load_draws():
     out = plot_expert_load(torch.randn(64, 8, generator=gen(26)), 2, 1.0, temperature=0.5, ax=ax)
     assert out is ax and len(ax.patches) == 16
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------
+# Experiment helpers
+# ----------------------------------------------------------------------------------------
+
+
+def test_centred_cosine_explicit():
+    from companion.moe import centred_cosine
+
+    r = torch.randn(5, 12, generator=gen(27), dtype=torch.float64)
+    c = torch.randn(3, 12, generator=gen(28), dtype=torch.float64)
+    rc, cc = r - r.mean(0), c - c.mean(0)
+    want = torch.tensor([[float(rc[m] @ cc[k] / rc[m].norm() / cc[k].norm()) for k in range(3)] for m in range(5)],
+                        dtype=torch.float64)
+    torch.testing.assert_close(centred_cosine(r, c), want)
+    torch.testing.assert_close(centred_cosine(c, c).diagonal(), torch.ones(3, dtype=torch.float64))
+
+
+def test_cluster_moe_forward_per_sample_loop():
+    from companion.moe import cluster_moe_forward
+
+    x = torch.randn(6, 3, 8, generator=gen(29), dtype=torch.float64)
+    router = torch.randn(4, 8, generator=gen(30), dtype=torch.float64)
+    experts = torch.randn(4, 5, 8, generator=gen(31), dtype=torch.float64)
+    out, chosen = cluster_moe_forward(x, router, experts)
+    for n in range(6):
+        h = router @ x[n].sum(0)
+        p = torch.softmax(h, 0)
+        m = int(h.argmax())
+        f = sum(float(experts[m, j] @ x[n, q]) ** 3 for j in range(5) for q in range(3))
+        assert int(chosen[n]) == m
+        assert abs(float(out[n]) - float(p[m]) * f) < 1e-9
+
+
+def test_train_balance_collapses_without_the_loss_and_not_with_it():
+    from companion.moe import train_balance
+
+    free = train_balance(0.0, steps=150, record_every=50)
+    held = train_balance(0.2, steps=150, record_every=50)
+    assert free["loads"].shape == (4, 8) and int(free["loads"][-1].sum()) == 256
+    assert free["balance_loss"][-1] > 2.0 and (free["loads"][-1] == 0).sum() >= 4
+    assert held["balance_loss"][-1] < 1.2 and (held["loads"][-1] > 0).all()
+
+
+def test_train_cluster_moe_single_expert_fails_mixture_succeeds():
+    from companion.moe import train_cluster_moe
+
+    single = train_cluster_moe(1, n_train=600, n_test=600, steps=120)
+    mixture = train_cluster_moe(8, n_train=600, n_test=600, steps=120)
+    assert single["accuracy"] < 0.85 and mixture["accuracy"] > 0.95
+    assert mixture["cosine"][-1] > 0.8 > mixture["cosine"][0]
+    assert int(mixture["dispatch"].sum()) == 600
