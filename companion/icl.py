@@ -320,12 +320,17 @@ def lsa_products(layer: LinearSelfAttention) -> tuple[torch.Tensor, torch.Tensor
 
 
 def effective_preconditioner(layer: LinearSelfAttention) -> torch.Tensor:
-    """``Gamma (d, d)`` with ``y_hat = (1/n) y^T X Gamma x_q`` for the part of the layer that maps labels
-    to the query's prediction: ``Gamma = -(P W_V)[d, d] * (W_K^T W_Q)[:d, :d]``. ``gd_lsa(d, eta)`` has
-    ``Gamma = eta * I``; a trained layer's effective step is ``trace(Gamma) / d``."""
+    """``Gamma (d, d)`` of the part of the prediction that is odd in the labels, ``(1/n) y^T X Gamma x_q``.
+
+    With ``a = (P W_V)[d, :] = (a_x, a_y)`` (the row that writes the query's label slot) and
+    ``B = (W_K^T W_Q)[:, :d]`` (rows ``B_x`` for key x, ``b_y`` for key label), the query's prediction is
+    ``-(1/n) sum_i (a . e_i)(e_i^T B x_q)``, whose label-odd terms are ``(1/n) y^T X Gamma x_q`` with
+    ``Gamma = -(a_y B_x + a_x b_y^T)``. ``gd_lsa(d, eta)`` has ``Gamma = eta * I``; a trained layer's effective
+    step is ``trace(Gamma) / d``."""
     pv, kq = lsa_products(layer)
     d = layer.d
-    return -pv[d, d] * kq[:d, :d]
+    a, B = pv[d], kq[:, :d]
+    return -(a[d] * B[:d] + torch.outer(a[:d], B[d]))
 
 
 # --------------------------------------------------------------------------------------------------

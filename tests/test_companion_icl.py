@@ -218,16 +218,14 @@ def test_products_and_effective_preconditioner():
     want_pv[4, 4] = -0.9
     torch.testing.assert_close(pv, want_pv)
     torch.testing.assert_close(effective_preconditioner(layer), 0.9 * torch.eye(4, dtype=F64))
-    # a random layer: Gamma reproduces the label-to-query part of its prediction
+    # a random layer: Gamma reproduces the label-odd part of its prediction, (f(X, y) - f(X, -y)) / 2
     rnd = LinearSelfAttention(3, init_std=0.5, generator=gen(17), dtype=F64)
-    with torch.no_grad():
-        rnd.W_V[:, :3] = 0  # values carry labels only
-        rnd.W_K[:, 3] = 0  # keys ignore labels
-        rnd.P[3, :3] = 0  # P's label row reads the value's label only
     X, y, xq, _, _ = sample_icl_batch(8, 7, 3, generator=gen(18), dtype=F64)
     G = effective_preconditioner(rnd)
     want = torch.einsum("bn,bnd,de,be->b", y, X, G, xq) / 7
-    torch.testing.assert_close(icl_predict(rnd, X, y, xq), want, atol=1e-12, rtol=1e-10)
+    with torch.no_grad():
+        odd = (icl_predict(rnd, X, y, xq) - icl_predict(rnd, X, -y, xq)) / 2
+    torch.testing.assert_close(odd, want, atol=1e-12, rtol=1e-10)
 
 
 # ------------------------------------------------------------------------------------------ theory
