@@ -36,6 +36,7 @@ from pathlib import Path
 import nbformat
 
 from grading import sandbox as sbx
+from grading import tamper
 from grading.course import load_config, make_template
 from grading.paths import GradingError, chapters, repo_root, tool_env
 from grading.submissions import Prepared, Submission, discover, find_root, prepare, safe_extract
@@ -72,6 +73,7 @@ class Template:
     root: Path
     release_nb: nbformat.NotebookNode
     max_score: float
+    secrets: dict[str, str] = field(default_factory=dict)  # hidden-test line -> its test cell's grade id
 
     def data_files(self) -> list[Path]:
         """The chapter's files other than its notebook (nbgrader hands them to students and the grader)."""
@@ -103,8 +105,44 @@ def build_templates(names: list[str], workdir: Path, root: Path) -> dict[str, Te
     for chapter in names:
         course_root = make_template(chapter, workdir, root)
         release_nb = nbformat.read(course_root / "release" / chapter / f"{chapter}.ipynb", as_version=4)
-        templates[chapter] = Template(course_root, release_nb, _max_score(course_root, chapter))
+        source_nb = nbformat.read(course_root / "source" / chapter / f"{chapter}.ipynb", as_version=4)
+        templates[chapter] = Template(course_root, release_nb, _max_score(course_root, chapter), hidden_test_lines(source_nb))
     return templates
+
+
+def hidden_test_lines(source_nb: nbformat.NotebookNode) -> dict[str, str]:
+    """Hidden-test line -> the grade id of its test cell (lines also found outside hidden tests left out)."""
+    from grading.check import MIN_LEAK_LINE, split_secret
+
+    owner: dict[str, str] = {}
+    public: set[str] = set()
+    for cell in source_nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        inside, outside = split_secret(cell.source) if "### BEGIN HIDDEN TESTS" in cell.source else ([], cell.source.splitlines())
+        public.update(line.strip() for line in outside)
+        for line in inside:
+            if meta.get("grade") and len(line.strip()) >= MIN_LEAK_LINE and not line.strip().startswith("#"):
+                owner.setdefault(line.strip(), meta.get("grade_id", ""))
+    return {line: gid for line, gid in owner.items() if line not in public}
+
+
+def _html_text(path: Path) -> str:
+    import html
+    import re
+
+    # code is highlighted token by token: drop the tags so each source line reads as text again
+    return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8", errors="replace")))
+
+
+def _zero(result: "Result", tests: list[str]) -> list[str]:
+    """Take the points of ``tests`` away from ``result``; the ones that had points."""
+    took = []
+    for gid in tests:
+        if gid in result.cells and result.cells[gid][0] != 0:
+            result.cells[gid] = (0.0, result.cells[gid][1])
+            took.append(gid)
+    result.score = sum(score for score, _ in result.cells.values())
+    return took
 
 
 def _descendants(pid: int) -> list[int]:
@@ -175,12 +213,17 @@ def grade_one(
     if template is None:
         return Result(sub.student, sub.chapter, 0, 0, "error", f"unknown chapter {sub.chapter!r}")
 
+    findings: list[tamper.Finding] = []
+
     def error(message: str, notes: list[str] = ()) -> Result:
+        if findings:
+            notes = [*notes, "tampering: " + "; ".join(str(f) for f in findings[:2])]
         return Result(sub.student, sub.chapter, 0, template.max_score, "error", "; ".join([message, *notes]))
 
     prepared: Prepared = prepare(sub, template.release_nb)
     if prepared.error:
         return error(prepared.error)
+    findings = tamper.scan(prepared.notebook, template.release_nb)
     course_root = workdir / f"{sub.student}--{sub.chapter}"
     shutil.copytree(template.root, course_root, ignore=shutil.ignore_patterns("release", "exchange"))
     target = course_root / "submitted" / sub.student / sub.chapter / f"{sub.chapter}.ipynb"
@@ -230,14 +273,28 @@ def grade_one(
         return error(reason, prepared.notes)
     score, cells = _scores(course_root, sub.chapter, sub.student)
     notes = prepared.notes + _execution_notes(autograded, cell_timeout)
-    result = Result(sub.student, sub.chapter, score, template.max_score, "graded", "; ".join(notes), cells)
+    result = Result(sub.student, sub.chapter, score, template.max_score, "graded", "", cells)
+    if findings:
+        took = _zero(result, tamper.affected_tests(prepared.notebook, findings[0].cell))
+        shown = "; ".join(str(f) for f in findings[:2]) + (f" (+{len(findings) - 2} more)" if len(findings) > 2 else "")
+        notes.append(f"tampering: {shown}; scored 0: {', '.join(took) or 'nothing it had earned'}")
     feedback = course_root / "feedback" / sub.student / sub.chapter / f"{sub.chapter}.html"
+    own = "\n".join(c.source for c in prepared.notebook.cells if c.cell_type == "code")
+    leaked = tamper.leaked_lines(_html_text(feedback), set(template.secrets), own) if feedback.is_file() else []
+    if leaked:
+        took = _zero(result, sorted({template.secrets[line] for line in leaked}))
+        notes.append(
+            f"tampering: the notebook's outputs show {len(leaked)} hidden test line(s); feedback withheld; "
+            f"scored 0: {', '.join(took) or 'nothing it had earned'}"
+        )
+        feedback.unlink()
+    result.message = "; ".join(notes)
     if feedback.is_file():
         dest = out / "feedback" / sub.student / f"{sub.chapter}.html"
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(feedback, dest)
         result.feedback = dest
-    elif report.get("feedback") is not None:
+    elif report.get("feedback") is not None and not leaked:
         result.message = "; ".join([*notes, "feedback could not be generated"])
     return result
 

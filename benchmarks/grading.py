@@ -1,0 +1,94 @@
+"""Grading throughput: ``python -m grading autograde`` (sandboxed, --jobs 1 and 2) against plain nbgrader.
+
+    python benchmarks/grading.py [--n 40] [--chapter 00_orientation]
+
+Builds N honest submissions of one chapter (complete, blank, partly solved, wrong answers, cycled), then
+grades the same batch four ways and prints seconds and ratios in one run:
+
+* plain nbgrader: one course root, ``nbgrader autograde`` then ``nbgrader generate_feedback`` over the batch
+  (one process, one kernel per notebook, no sandbox, no per-student isolation) - the baseline;
+* ours, sandbox off, --jobs 1: per-student course roots, repair and checks, no sandbox;
+* ours, sandbox on, --jobs 1: the sandbox's cost is the difference to the previous line;
+* ours, sandbox on, --jobs 2: the parallel speedup over --jobs 1.
+
+Honest submissions only, so plain nbgrader can grade the whole batch (a hostile one can abort it:
+shared/PITFALLS.md items 7 and 9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from grading.autograde import autograde  # noqa: E402
+from grading.corpus import honest_samples, write_expected  # noqa: E402
+from grading.course import make_template  # noqa: E402
+from grading.paths import tool_env  # noqa: E402
+
+
+def batch(chapter: str, n: int, dest: Path) -> Path:
+    honest = list(honest_samples(chapter, ROOT).values())
+    return write_expected(dest, chapter, {f"s{i:03d}": honest[i % len(honest)] for i in range(n)})
+
+
+def plain_nbgrader(chapter: str, submissions: Path, work: Path) -> float:
+    course = make_template(chapter, work, ROOT)
+    shutil.copytree(submissions, course / "submitted")
+    shutil.copy(ROOT / "grading" / "nbgrader_config.py", course / "nbgrader_config.py")
+    env = tool_env(TM_SCALE="reduced", PYTHONPATH=str(ROOT))
+    start = time.perf_counter()
+    for step in ("autograde", "generate_feedback"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "nbgrader", step, chapter, "--force"], cwd=course, env=env,
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            print(proc.stdout[-2000:], proc.stderr[-2000:])
+            raise SystemExit(f"plain nbgrader {step} failed")
+    return time.perf_counter() - start
+
+
+def ours(submissions: Path, out: Path, jobs: int, sandbox: str) -> float:
+    start = time.perf_counter()
+    results = autograde(submissions, out, jobs=jobs, root=ROOT, sandbox=sandbox, log=lambda *_: None)
+    seconds = time.perf_counter() - start
+    bad = [r for r in results if r.status != "graded"]
+    if bad:
+        raise SystemExit(f"{len(bad)} honest submissions not graded: {bad[0].message}")
+    return seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=40)
+    ap.add_argument("--chapter", default="00_orientation")
+    args = ap.parse_args()
+    print(f"{args.n} submissions of {args.chapter}, {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(prefix="tm-bench-") as tmp:
+        tmp = Path(tmp)
+        subs = batch(args.chapter, args.n, tmp / "subs")
+        rows = {}
+        rows["plain nbgrader (autograde + feedback)"] = plain_nbgrader(args.chapter, subs, tmp / "plain")
+        rows["ours, sandbox off, --jobs 1"] = ours(subs, tmp / "o1", 1, "off")
+        rows["ours, sandbox on,  --jobs 1"] = ours(subs, tmp / "o2", 1, "require")
+        rows["ours, sandbox on,  --jobs 2"] = ours(subs, tmp / "o3", 2, "require")
+    base = rows["plain nbgrader (autograde + feedback)"]
+    for name, seconds in rows.items():
+        print(f"{name:<40} {seconds:8.1f} s  {seconds / args.n:6.2f} s/submission  {seconds / base:5.2f}x plain")
+    one_off, one_on = rows["ours, sandbox off, --jobs 1"], rows["ours, sandbox on,  --jobs 1"]
+    print(f"sandbox overhead: {(one_on - one_off) / args.n:+.2f} s per submission (sandbox on vs off, --jobs 1)")
+    print(f"overhead over plain nbgrader: {(one_on - base) / args.n:+.2f} s per submission (--jobs 1)")
+    print(f"parallel speedup --jobs 2 vs --jobs 1: {one_on / rows['ours, sandbox on,  --jobs 2']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The sandbox itself: what a kernel started through it can and cannot see or do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from grading import sandbox
+
+pytestmark = pytest.mark.skipif(
+    not sandbox.available()[0] and os.environ.get("TM_SANDBOX") != "require",
+    reason=f"no sandbox here ({sandbox.available()[1]}); set TM_SANDBOX=require to fail instead",
+)
+
+PROBE = r"""
+import json, os, socket
+out = {"uid": os.getuid(), "cwd": os.getcwd(), "env": sorted(os.environ)}
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=2); out["net"] = "open"
+except OSError as e:
+    out["net"] = type(e).__name__
+for name, path in {"repo": os.environ["PROBE_REPO"], "secret": os.environ["PROBE_SECRET"]}.items():
+    out[name] = os.path.exists(path)
+try:
+    open(os.environ["PROBE_DATA"], "a").write("x"); out["data_writable"] = True
+except OSError:
+    out["data_writable"] = False
+open("mine.txt", "w").write("ok"); out["scratch_writable"] = True
+n = 0
+try:
+    while n < 2000:
+        pid = os.fork()
+        if pid == 0:
+            import time; time.sleep(2); os._exit(0)
+        n += 1
+except OSError:
+    pass
+out["forks"] = n
+import torch, companion
+out["torch"] = torch.__version__
+print(json.dumps(out))
+"""
+
+
+def test_kernel_sees_only_its_scratch(tmp_path, root):
+    secret = tmp_path / "gradebook.db"
+    secret.write_text("grades")
+    data = tmp_path / "data.csv"
+    data.write_text("1,2\n")
+    box = sandbox.Sandbox(tmp_path / "box" / "scratch", tmp_path / "box" / "runtime", uid=sandbox.FIRST_UID + 7,
+                          limits=sandbox.Limits(processes=64),
+                          env={"PROBE_REPO": str(root / "solutions"), "PROBE_SECRET": str(secret),
+                               "PROBE_DATA": str(tmp_path / "box" / "scratch" / "data.csv")})
+    sandbox.prepare(box, [data])
+    proc = subprocess.run(sandbox.kernel_argv(box, [sys.executable, "-c", PROBE]), capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "SECRET_TOKEN": "hunter2"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["uid"] == sandbox.FIRST_UID + 7
+    assert got["net"] != "open"
+    assert not got["repo"] and not got["secret"], "the kernel can see the grader's files"
+    assert not got["data_writable"], "chapter data files must be read-only"
+    assert got["scratch_writable"]
+    assert "SECRET_TOKEN" not in got["env"] and not any(k.startswith("NBGRADER") for k in got["env"])
+    assert got["forks"] < 64, f"{got['forks']} forks: the process limit did not hold"
+    assert got["torch"]
+
+
+def test_unknown_mode_is_refused(tmp_path):
+    from grading.autograde import autograde
+    from grading.paths import GradingError
+
+    (tmp_path / "in").mkdir()
+    with pytest.raises(GradingError, match="--sandbox"):
+        autograde(tmp_path / "in", tmp_path / "out", sandbox="sometimes")
