@@ -1,6 +1,6 @@
 """Benchmark: batched circuit evaluation, and the round count of tree contraction.
 
-Run: ``python benchmarks/circuits.py`` (about 20 s on 2 CPU cores without a GPU).
+Run: ``python benchmarks/circuits.py`` (20 to 60 s on 2 CPU cores without a GPU, depending on load).
 
 1. Throughput, input vectors per second, of :meth:`Circuit.evaluate` (torch, one
    matrix product of true-input counts and one comparison per level of the DAG, the
