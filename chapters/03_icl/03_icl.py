@@ -508,6 +508,22 @@ print(f"Gaussian x, d = n = 10 (closed form): eta* = {optimal_one_step(10, 10)[0
 # %% [markdown]
 # ## 7. Training an LSA: does gradient descent on the weights find GD?
 #
+# **Why one layer can do no better than one preconditioned GD step.** Only two pieces of an LSA layer reach the
+# query's prediction: the row $a = (a_x, a_y)$ of $P W_V$ that writes the label slot, and the columns
+# $B = \begin{pmatrix} B_x \\ b_y^\top\end{pmatrix}$ of $W_K^\top W_Q$ that meet the query's $x_q$ (its label is 0).
+# Writing $e_i = (x_i, y_i)$,
+# $$-\hat y = \frac1n\sum_i (a^\top e_i)(e_i^\top B x_q)
+#   = \frac1n\sum_i\Big[\underbrace{a_x^\top x_i\, x_i^\top B_x x_q + a_y\, y_i^2\, b_y^\top x_q}_{\text{even in } y}
+#   + \underbrace{y_i\, x_i^\top (a_y B_x + a_x b_y^\top) x_q}_{\text{odd in } y}\Big].$$
+# The task distribution is symmetric under $w \mapsto -w$, which flips every label and the target
+# $\langle w, x_q\rangle$ but no input. So the even part $E$ is uncorrelated with both the target $t$ and the odd part
+# $O$, and $E[(O + E - t)^2] = E[(O - t)^2] + E[E^2]$: the even terms only add error. Setting $a_x = 0$ and $b_y = 0$
+# removes them and keeps every odd part reachable, so the best layer predicts
+# $\hat y = \frac1n y^\top X\,\Gamma\, x_q$ with $\Gamma = -(a_y B_x + a_x b_y^\top)$: **one step of GD from 0
+# preconditioned by $\Gamma$**. For isotropic inputs the risk is convex in $\Gamma$ and invariant under rotations,
+# so its minimiser is $\Gamma = \eta^\star I$ (Section 6). `companion.icl.effective_preconditioner` computes
+# $\Gamma$ of any layer. The published theorems make this precise, for the population loss and for training:
+#
 # **Theorems.**
 #
 # * **Mahankali, Hashimoto, Ma (2023), "One Step of Gradient Descent is Provably the Optimal In-Context Learner with
@@ -523,7 +539,8 @@ print(f"Gaussian x, d = n = 10 (closed form): eta* = {optimal_one_step(10, 10)[0
 #   converges to a global minimum of the population loss, which is of this one-step form.
 #
 # So a trained layer should land on $\hat y = \frac1n y^\top X\,\Gamma\, x_q$ with $\Gamma \approx \eta^\star I$ for
-# isotropic inputs. We train one with Adam on fresh uniform prompts ($d = n = 10$, as in von Oswald et al.'s main
+# isotropic inputs (uniform inputs are not Gaussian, so the theorems do not apply verbatim; the symmetry argument
+# above still does). We train one with Adam on fresh uniform prompts ($d = n = 10$, as in von Oswald et al.'s main
 # experiment) and compare it with GD at the tuned step. At full scale: 300 Adam steps on batches of 1024 (a few seconds
 # on one core); under `TM_SCALE=reduced`, 100 steps on batches of 256.
 
@@ -846,8 +863,10 @@ assert max(table["n = 4d"]) - min(table["n = 4d"]) <= 6 and table["n = d + 5"][-
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 for label, counts in table.items():
     ax.plot(dims, counts, "o-", label=label)
+ax.axhline(400, color="0.5", ls=":", lw=1, label="cap: 400 loops")
 ax.set_xscale("log", base=2)
 ax.set_yscale("log")
+ax.set_xticks(dims, [str(d) for d in dims])
 ax.set_xlabel("dimension d")
 ax.set_ylabel("loops T for median rel. error < 1e-3")
 ax.set_title("With n = c·d examples the loops needed do not grow with d", fontsize=10)
@@ -871,7 +890,7 @@ plt.close(fig)
 # points**. The looped GD construction is affine in the residuals: when $\rho < 1$ it is a contraction with exactly
 # one fixed point (the least-squares residuals), so every prompt has one answer. Nonlinear loops can have many.
 #
-# **Theorem (Chen, Li, Liang, Shi, Song 2024, "Advancing the Understanding of Fixed Point Iterations in Deep Neural
+# **Theorem (Ke, Li, Liang, Shi, Song 2024, "Advancing the Understanding of Fixed Point Iterations in Deep Neural
 # Networks: A Detailed Analytical Study", arXiv 2410.11279).** They give a sufficient condition, based on regions of
 # the input space, for a looped network to have multiple fixed points, extend it to *robust* fixed points, and show
 # that with exponential or polynomial activations a looped network can have $2^d$ robust fixed points, $d$ the feature
@@ -1019,8 +1038,8 @@ for name, t in times.items():
 #   Learn In-context by Multi-step Gradient Descent", 2024, arXiv:2410.11268.
 # * K. Gatmiry, N. Saunshi, S. J. Reddi, S. Jegelka, S. Kumar, "Can Looped Transformers Learn to Implement Multi-step
 #   Gradient Descent for In-context Learning?", ICML 2024, arXiv:2410.08292.
-# * "Advancing the Understanding of Fixed Point Iterations in Deep Neural Networks: A Detailed Analytical Study",
-#   2024, arXiv:2410.11279.
+# * Y. Ke, X. Li, Y. Liang, Z. Shi, Z. Song, "Advancing the Understanding of Fixed Point Iterations in Deep Neural
+#   Networks: A Detailed Analytical Study", 2024, arXiv:2410.11279.
 # * M. Belkin, D. Hsu, J. Xu, "Two models of double descent for weak features", SIAM J. Math. Data Sci. 2020,
 #   arXiv:1903.07571; T. Hastie, A. Montanari, S. Rosset, R. J. Tibshirani, "Surprises in High-Dimensional Ridgeless
 #   Least Squares Interpolation", Ann. Statist. 2022, arXiv:1903.08560.
