@@ -468,10 +468,12 @@ def plot_icl_loops(eta: float = 0.8, kappa: float = 1.0, loops: int = 10, *, n: 
     layer = gd_lsa(d, eta, dtype=torch.float64)
     Z = make_prompt(X, y, xq)
     lsa_err, gd_err = [], []
+    w = torch.zeros_like(xq)
     for t in range(loops + 1):
         lsa_err.append(((-Z[:, -1, -1] - yq) ** 2).median().item())
-        gd_err.append(((gd_predict(X, y, xq, eta=eta, steps=t) - yq) ** 2).median().item())
+        gd_err.append((((w * xq).sum(-1) - yq) ** 2).median().item())
         Z = layer(Z)
+        w = w - (eta / n) * torch.einsum("bnd,bn->bd", X, torch.einsum("bnd,bd->bn", X, w) - y)  # one GD step
     ts = list(range(loops + 1))
     ax.semilogy(ts, gd_err, "o", ms=7, mfc="none", label="explicit GD, t steps")
     ax.semilogy(ts, lsa_err, "-", lw=1.5, label="looped LSA construction, t loops")

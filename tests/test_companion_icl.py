@@ -294,6 +294,11 @@ def test_plots_run():
 
     ax = plot_icl_loops(0.7, 5.0, 4, n=20, d=4, batch=16)
     assert len(ax.lines) == 3
+    gd_line, lsa_line = ax.lines[0].get_ydata(), ax.lines[1].get_ydata()
+    X, y, xq, yq, _ = sample_icl_batch(16, 20, 4, condition_number=5.0, generator=gen(0), dtype=F64)
+    for t in (0, 2, 4):  # the plotted GD errors are those of gd_predict, and the LSA line matches them
+        want = ((gd_predict(X, y, xq, eta=0.7, steps=t) - yq) ** 2).median().item()
+        assert gd_line[t] == pytest.approx(want, rel=1e-9) and lsa_line[t] == pytest.approx(want, rel=1e-9)
     axes = plot_lsa_matrices(gd_lsa(3, 0.5))
     assert len(axes) == 2
     plt.close("all")
