@@ -198,6 +198,82 @@ def _execution_notes(autograded: Path, cell_timeout: int) -> list[str]:
     return notes
 
 
+class Worker:
+    """A ``python -m grading.worker --serve`` process grading one submission at a time for one slot.
+
+    Started on first use; killed (with its kernels) when a submission runs over its time limit or the
+    worker dies, and started afresh for the next one."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> None:
+        env = tool_env(TM_SCALE="reduced", PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "grading.worker", "--serve"], env=env, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        ready, _ = self._wait(120)
+        if not ready:
+            self.close()
+            raise RuntimeError("the grading worker did not start")
+
+    def _wait(self, timeout: float) -> tuple[bool, str]:
+        """Read the worker's output until its DONE mark; (finished, output)."""
+        import selectors
+
+        from grading.worker import DONE_MARK
+
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        mark = (DONE_MARK + "\n").encode()
+        buffer = b""
+        fd = self.proc.stdout.fileno()
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while mark not in buffer:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False, buffer.decode("utf-8", "replace")
+                if not sel.select(timeout=min(left, 1.0)):
+                    if self.proc.poll() is not None:
+                        return False, buffer.decode("utf-8", "replace")
+                    continue
+                data = os.read(fd, 65536)
+                if not data:  # the worker exited
+                    return False, buffer.decode("utf-8", "replace")
+                buffer = (buffer + data)[-65536:]  # the tail is enough: a noisy kernel must not fill memory
+        return True, buffer.decode("utf-8", "replace")
+
+    def run(self, request: dict, timeout: float) -> tuple[bool, str]:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.close()
+            return False, "the grading worker exited"
+        finished, output = self._wait(timeout)
+        if not finished:
+            self.close()
+        return finished, output
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if self.proc.poll() is None or _descendants(self.proc.pid):
+            _kill_tree(self.proc)
+        self.proc = None
+
+
 def grade_one(
     sub: Submission,
     template: Template | None,
@@ -208,6 +284,7 @@ def grade_one(
     notebook_timeout: int = DEFAULT_NOTEBOOK_TIMEOUT,
     policy: SandboxPolicy | None = None,
     slot: int = 0,
+    worker: "Worker | None" = None,
 ) -> Result:
     """Grade one submission; never raises for anything the submission did."""
     if template is None:
@@ -230,36 +307,37 @@ def grade_one(
     target.parent.mkdir(parents=True)
     nbformat.write(prepared.notebook, target)
 
-    env = tool_env(TM_SCALE="reduced", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "grading.worker", str(course_root), sub.student, sub.chapter, str(cell_timeout)]
+    request = {
+        "course_root": str(course_root), "student": sub.student, "chapter": sub.chapter,
+        "cell_timeout": cell_timeout, "ipc": None, "env": {},
+    }
     if policy is not None and policy.enabled:
         box_dir = workdir / f"{sub.student}--{sub.chapter}.sandbox"
+        # Unix socket paths are limited to 107 bytes: the kernel's sockets live in a short folder of their own
+        runtime = Path(tempfile.mkdtemp(prefix="tm-ipc-", dir="/tmp" if Path("/tmp").is_dir() else None))
         box = sbx.Sandbox(
             scratch=box_dir / "scratch",
-            runtime=box_dir / "runtime",
+            runtime=runtime,
             uid=sbx.FIRST_UID + slot,
             limits=policy.limits,
             env={"TM_SCALE": "reduced", "TM_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"},
         )
         sbx.prepare(box, template.data_files(), policy.mpl_cache)
         sbx.write_kernelspec(box, box_dir / "jupyter")
-        env.update(JUPYTER_PATH=str(box_dir / "jupyter"), JUPYTER_RUNTIME_DIR=str(box.runtime))
-        cmd.append(str(box.runtime / "kernel"))
-    proc = subprocess.Popen(
-        cmd, cwd=course_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
+        request["env"] = {"JUPYTER_PATH": str(box_dir / "jupyter"), "JUPYTER_RUNTIME_DIR": str(box.runtime)}
+        request["ipc"] = str(box.runtime / "k")
+    worker = worker or Worker()
     try:
-        output, _ = proc.communicate(timeout=notebook_timeout)
-    except subprocess.TimeoutExpired:
-        _kill_tree(proc)
-        return error(f"timeout: grading ran over the {notebook_timeout} s notebook limit", prepared.notes)
+        finished, output = worker.run(request, notebook_timeout)
     finally:
-        if proc.poll() is None:
-            _kill_tree(proc)
+        if request["ipc"]:
+            shutil.rmtree(Path(request["ipc"]).parent, ignore_errors=True)
+    if not finished:
+        return error(f"timeout: grading ran over the {notebook_timeout} s notebook limit", prepared.notes)
     report_path = course_root / "worker.json"
     if not report_path.is_file():
-        tail = output.decode("utf-8", "replace").strip().splitlines()[-1:] if output else []
-        return error(f"grader process failed (exit code {proc.returncode}) {' '.join(tail)}".strip(), prepared.notes)
+        tail = [line for line in output.strip().splitlines() if line.strip()][-1:]
+        return error(f"grader process failed: {' '.join(tail)[:200]}".strip(), prepared.notes)
     report = json.loads(report_path.read_text())
     auto = report["autograde"]
     autograded = course_root / "autograded" / sub.student / sub.chapter / f"{sub.chapter}.ipynb"
@@ -347,6 +425,7 @@ def autograde(
         if policy.enabled:
             policy.mpl_cache = sbx.build_mpl_cache(tmp_path / "mpl-cache")
         slots: queue.SimpleQueue[int] = queue.SimpleQueue()
+        workers = [Worker() for _ in range(max(1, jobs))]
         for n in range(max(1, jobs)):
             slots.put(n)
 
@@ -357,6 +436,7 @@ def autograde(
                 result = grade_one(
                     sub, templates.get(sub.chapter), work, out,
                     cell_timeout=cell_timeout, notebook_timeout=notebook_timeout, policy=policy, slot=slot,
+                    worker=workers[slot],
                 )
             except Exception as exc:  # a bug of ours on one submission must not lose the others
                 max_score = templates[sub.chapter].max_score if sub.chapter in templates else 0
@@ -367,8 +447,12 @@ def autograde(
                 f"({time.perf_counter() - start:.1f} s){' - ' + result.message if result.message else ''}")
             return result
 
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            results = list(pool.map(run, subs))
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+                results = list(pool.map(run, subs))
+        finally:
+            for worker in workers:
+                worker.close()
     write_csv(results, out / "grades.csv")
     return results
 

@@ -78,3 +78,17 @@ def test_unknown_mode_is_refused(tmp_path):
     (tmp_path / "in").mkdir()
     with pytest.raises(GradingError, match="--sandbox"):
         autograde(tmp_path / "in", tmp_path / "out", sandbox="sometimes")
+
+
+def test_a_hung_submission_costs_only_itself(root, tmp_path):
+    """The notebook limit kills the slot's worker and kernel; the next submission on that slot still grades."""
+    from grading.autograde import autograde
+    from grading.corpus import fault_samples, honest_samples, write_expected
+
+    samples = {"a-hangs": fault_samples("00_orientation", root)["fault--infinite-loop"],
+               "b-honest": honest_samples("00_orientation", root)["honest--complete"]}
+    src = write_expected(tmp_path / "in", "00_orientation", samples)
+    results = {r.student: r for r in autograde(src, tmp_path / "out", jobs=1, cell_timeout=600, notebook_timeout=25,
+                                                root=root, log=lambda *_: None)}
+    assert results["a-hangs"].status == "error" and "notebook limit" in results["a-hangs"].message
+    assert (results["b-honest"].status, results["b-honest"].score) == ("graded", results["b-honest"].max_score)
