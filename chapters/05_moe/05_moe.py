@@ -954,9 +954,10 @@ print(f"loop / sorted = {t_loop / t_sorted:.2f}x, sorted / dense = {t_sorted / t
 
 # %% [markdown]
 # **What the benchmark measured** (`python benchmarks/moe.py`, 2 shared CPU cores whose load average was 4 to 8 from
-# other jobs, best of 5). The einsum is 4.7x to 6.3x slower than the sorted path (dropless and capacity factor 1.25):
-# the issue's target of at least 3x is met. Against the dense SwiGLU on the same 16384 rows, the sorted path took 1.5x
-# to 2.0x as long with 2 threads, missing the target of 1.3x, but 1.09x with 1 thread. The gap is synchronisation, not
+# other jobs, best of 5, three runs). The einsum is 4.7x to 7.4x slower than the sorted path (dropless and capacity
+# factor 1.25): the issue's target of at least 3x is met. Against the dense SwiGLU on the same 16384 rows, the sorted
+# path took 1.5x to 2.0x as long with 2 threads, missing the target of 1.3x, but 0.9x to 1.1x with 1 thread (where the
+# 1-thread dense FFN was itself faster than the 2-thread one). The gap is synchronisation, not
 # dispatch: the sorted path's overhead (routing, sorting, gathering, scatter-adding) is under 10 % of its time, but it
 # runs 48 matmuls of about 1000 rows where the dense FFN runs 3 of 16384, and with 2 threads every matmul ends at a
 # barrier that stalls whenever another job holds one of the cores. On an idle machine, or on a GPU with one grouped
