@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from dataclasses import dataclass
 
 from nbformat import NotebookNode
@@ -50,6 +51,21 @@ FORBIDDEN_RAISES = {"SystemExit", "KeyboardInterrupt", "BaseException", "Generat
 ALLOWED_DUNDERS = {"__init__", "__call__", "__repr__", "__str__", "__len__", "__getitem__", "__iter__",
                    "__next__", "__post_init__", "__name__", "__doc__", "__enter__", "__exit__", "__contains__",
                    "__setitem__", "__future__", "__hash__"}
+
+
+# CPython 3.11 before 3.11.8 keeps ast.parse's recursion counter in shared state, so two threads parsing at
+# once (autograde --jobs N scans on a thread per slot) can fail with "SystemError: AST constructor recursion
+# depth mismatch" (python/cpython#106905). One parse at a time; they take microseconds.
+_PARSE_LOCK = threading.Lock()
+
+
+def _parse(source: str) -> ast.Module:
+    """ast.parse, serialised across threads; SyntaxError as usual, RecursionError for absurd nesting."""
+    with _PARSE_LOCK:
+        try:
+            return ast.parse(source)
+        except (MemoryError, SystemError) as exc:  # the parser's own limits
+            raise RecursionError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -84,8 +100,8 @@ def protected_names(release_nb: NotebookNode) -> set[str]:
         if cell.cell_type != "code" or meta.get("solution"):
             continue
         try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:
+            tree = _parse(cell.source)
+        except (SyntaxError, RecursionError):
             continue
         for node in tree.body:
             if isinstance(node, (ast.Import, ast.ImportFrom)) and (meta.get("locked") or meta.get("grade")):
@@ -240,8 +256,8 @@ def _imports_in(nb: NotebookNode) -> dict[str, str]:
         if cell.cell_type != "code" or _meta(cell).get("solution"):
             continue
         try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:
+            tree = _parse(cell.source)
+        except (SyntaxError, RecursionError):
             continue
         for node in tree.body:
             if isinstance(node, ast.Import):
@@ -259,8 +275,8 @@ def _modules_in(nb: NotebookNode) -> set[str]:
         if cell.cell_type != "code":
             continue
         try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:
+            tree = _parse(cell.source)
+        except (SyntaxError, RecursionError):
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -285,18 +301,24 @@ def scan(submission: NotebookNode, release_nb: NotebookNode) -> list[Finding]:
         gid = _meta(cell).get("grade_id")
         if gid in trusted:
             continue  # nbgrader puts the release's own source back in this cell
+        where = f"cell {index + 1}" + (f" (grade id {gid})" if gid else "")
         source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
         lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
         if len(lines) != len(source.splitlines()):
-            where = f"cell {index + 1}" + (f" (grade id {gid})" if gid else "")
             findings.append(Finding(index, where, "IPython magics or shell commands (`%`, `!`)"))
         try:
-            tree = ast.parse("\n".join(lines))
+            tree = _parse("\n".join(lines))
         except SyntaxError:
             continue  # it fails on its own when run
+        except RecursionError:
+            findings.append(Finding(index, where, "code nested too deeply to check"))
+            continue
         scanner = _Scanner(modules, protected, imports)
-        scanner.visit(tree)
-        where = f"cell {index + 1}" + (f" (grade id {gid})" if gid else "")
+        try:
+            scanner.visit(tree)
+        except RecursionError:
+            findings.append(Finding(index, where, "code nested too deeply to check"))
+            continue
         findings.extend(Finding(index, where, problem) for problem in scanner.problems)
     return findings
 

@@ -40,7 +40,12 @@ def lab_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def browser(lab_server):
+def chromium():
+    """One headless Chromium for the whole session (JupyterLab and site tests alike).
+
+    Playwright's sync API allows one running instance per thread: a second `sync_playwright().start()`
+    fails with "Sync API inside the asyncio loop", so every browser test shares this one.
+    """
     exe = require_browser_stack()
     from playwright.sync_api import sync_playwright
 
@@ -53,6 +58,11 @@ def browser(lab_server):
     yield browser
     browser.close()
     pw.stop()
+
+
+@pytest.fixture(scope="session")
+def browser(lab_server, chromium):
+    return chromium
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ The site is built once (solutions behind toggles, the mode with something to cli
 http.server on 127.0.0.1, and every chapter page is read as a visitor sees it: its heading, its figures
 loaded, its math typeset, the reference answers collapsed until clicked, no console error or failed request,
 and every internal link (other pages and #anchors) pointing at a page and an id that exist.
-Browser machinery (require_browser_stack, CHROMIUM_ARGS, new_page, failure screenshots) is shared with the
+Browser machinery (the session's one Chromium, new_page, failure screenshots) is shared with the
 JupyterLab tests; without Chromium or Playwright these tests skip with the reason (fail under TM_E2E_REQUIRE=1).
 """
 
@@ -24,7 +24,7 @@ import pytest
 
 from grading.paths import solutions_notebook
 from grading.site import HIDE_SOLUTION, SHOW_SOLUTION, build_site, missing_site_tools, site_notebook
-from jupyterlab_harness import CHROMIUM_ARGS, REPO, new_page, require_browser_stack
+from jupyterlab_harness import REPO, new_page, require_browser_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("site-e2e")]
 
@@ -103,19 +103,8 @@ def site(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def site_browser(site):
-    exe = require_browser_stack()
-    from playwright.sync_api import sync_playwright
-
-    pw = sync_playwright().start()
-    try:
-        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
-    except Exception:
-        pw.stop()
-        raise
-    yield browser
-    browser.close()
-    pw.stop()
+def site_browser(site, chromium):
+    return chromium
 
 
 @pytest.fixture
