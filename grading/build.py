@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -10,25 +9,17 @@ from nbclient import NotebookClient
 
 from grading.authoring import source_to_notebook, write_notebook
 from grading.course import release
-from grading.paths import GradingError, chapter_source, ensure_tool_path, repo_root, solutions_notebook
+from grading.paths import GradingError, chapter_source, ensure_tool_path, repo_root, solutions_notebook, tool_env
 
 
 def execute(nb, cwd: Path, *, cell_timeout: int = 600, **env: str):
-    """Run every cell of ``nb`` in a fresh ``python3`` kernel started in ``cwd``; return it with outputs."""
+    """Run every cell of ``nb`` in a fresh ``python3`` kernel started in ``cwd`` with ``env`` added to its
+    environment (this process's own is left alone); return it with outputs."""
     ensure_tool_path()
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        client = NotebookClient(
-            nb, timeout=cell_timeout, kernel_name="python3", record_timing=False, resources={"metadata": {"path": str(cwd)}}
-        )
-        client.execute()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    client = NotebookClient(
+        nb, timeout=cell_timeout, kernel_name="python3", record_timing=False, resources={"metadata": {"path": str(cwd)}}
+    )
+    client.execute(env=tool_env(**env))
     return nb
 
 

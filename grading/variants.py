@@ -19,7 +19,6 @@ pipeline, and checks that both agree on it.
 from __future__ import annotations
 
 import ast
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbformat import NotebookNode
 
-from grading.paths import ensure_tool_path, solutions_notebook
+from grading.paths import ensure_tool_path, solutions_notebook, tool_env
 from grading.samples import strip_markers, wrong_answers
 
 
@@ -85,8 +84,6 @@ def check_variants(
     nb = nbformat.read(path, as_version=4)
     variants = wrong_answers(chapter, root) if variants is None else variants
     ensure_tool_path()
-    saved = {k: os.environ.get(k) for k in ("TM_SCALE", "TM_DEVICE")}
-    os.environ.update(TM_SCALE="reduced", TM_DEVICE="cpu")
     client = NotebookClient(
         nb,
         timeout=cell_timeout,
@@ -103,43 +100,36 @@ def check_variants(
         client.execute_cell(cell, 0, store_history=False)
         return _outcome(cell)
 
-    try:
-        with client.setup_kernel():
-            answers: dict[str, int] = {}
-            for index, cell in enumerate(nb.cells):
-                if cell.cell_type != "code":
-                    continue
-                meta = _meta(cell)
-                if meta.get("solution"):
-                    cell.source = strip_markers(cell.source)
-                    answers[meta["grade_id"]] = index
-                if not (meta.get("grade") and str(meta.get("grade_id", "")).startswith("test_")):
-                    run(cell.source)
-                    continue
-                exercise = meta["grade_id"][len("test_") :]
-                verdicts.append(Verdict(exercise, "reference", *run(cell.source)))
-                if exercise not in answers:
-                    continue
-                start = answers[exercise]
-                answer = nb.cells[start].source
-                between = [c.source for c in nb.cells[start + 1 : index] if c.cell_type == "code"]
-                names = defined_names(answer)
-                for name, source in variants.get(exercise, {}).items():
-                    if names:
-                        run("\n".join(f"globals().pop({n!r}, None)" for n in names))
-                    run(source.strip())
-                    for code in between:
-                        run(code)
-                    verdicts.append(Verdict(exercise, name, *run(cell.source)))
-                    run(answer)
-                    for code in between:
-                        run(code)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with client.setup_kernel(env=tool_env(TM_SCALE="reduced", TM_DEVICE="cpu")):
+        answers: dict[str, int] = {}
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            meta = _meta(cell)
+            if meta.get("solution"):
+                cell.source = strip_markers(cell.source)
+                answers[meta["grade_id"]] = index
+            if not (meta.get("grade") and str(meta.get("grade_id", "")).startswith("test_")):
+                run(cell.source)
+                continue
+            exercise = meta["grade_id"][len("test_") :]
+            verdicts.append(Verdict(exercise, "reference", *run(cell.source)))
+            if exercise not in answers:
+                continue
+            start = answers[exercise]
+            answer = nb.cells[start].source
+            between = [c.source for c in nb.cells[start + 1 : index] if c.cell_type == "code"]
+            names = defined_names(answer)
+            for name, source in variants.get(exercise, {}).items():
+                if names:
+                    run("\n".join(f"globals().pop({n!r}, None)" for n in names))
+                run(source.strip())
+                for code in between:
+                    run(code)
+                verdicts.append(Verdict(exercise, name, *run(cell.source)))
+                run(answer)
+                for code in between:
+                    run(code)
     return verdicts
 
 
