@@ -34,6 +34,11 @@
 # You will build a threshold gate, majority, a depth-2 parity circuit, a constant-depth comparator, average
 # sensitivity, a formula evaluator, the rake step of tree contraction, the chain-of-thought trace and the loop that
 # runs a step model.
+#
+# Several of these have a finished, tested counterpart in the companion (`cc.parity_circuit`, `cc.comparison_circuit`,
+# `cc.average_sensitivity`, `cc.evaluate_formula`, `cc.rake_label`, `cc.cot_trace`): the demonstrations and the tests
+# use it as the reference. Inside your answers, do not call the companion's version of the function you are asked to
+# write: the point of each exercise is to build it.
 
 # %% tags=["locked"] grade_id="setup"
 import math
@@ -98,14 +103,18 @@ def check_equal_list(name, got, want, hint=""):
 # the depth ($\lnot \mathrm{THR}_k(y_1..y_m) = \mathrm{THR}_{m-k+1}(\lnot y_1, .., \lnot y_m)$, De Morgan for AND/OR).
 
 # %%
-c = cc.Circuit(3)  # wires 0, 1, 2 are the inputs
-both = c.add("AND", [0, 1])
-c.set_outputs([c.add("OR", [both, c.add("NOT", [2])])])  # (x0 AND x1) OR NOT x2
-x = cc.all_inputs(3)  # all 8 input vectors, shape (8, 3), row r = r in binary
-out = c.evaluate(x)[:, 0]
+c = cc.Circuit(3)  # a circuit with 3 inputs: they are wires 0, 1 and 2
+both = c.add("AND", [0, 1])  # add() appends a gate and returns its wire id (here 3)
+not_x2 = c.add("NOT", [2])  # wire 4
+result = c.add("OR", [both, not_x2])  # wire 5: (x0 AND x1) OR NOT x2
+c.set_outputs([result])
+x = cc.all_inputs(3)  # all 8 input vectors, bool of shape (8, 3): row r is r in binary, column i is input x_i
+out = c.evaluate(x)[:, 0]  # evaluate returns (batch, number of outputs); we have one output
 assert torch.equal(out, (x[:, 0] & x[:, 1]) | ~x[:, 2])
 print(c)
-print("truth table (x0 x1 x2 -> out):", " ".join(f"{''.join(str(int(b)) for b in row)}->{int(o)}" for row, o in zip(x, out)))
+print("x0 x1 x2 | out")
+for row, value in zip(x.int().tolist(), out.int().tolist()):
+    print(f" {row[0]}  {row[1]}  {row[2]} |  {value}")
 
 # %% [markdown]
 # Every gate in this library is a comparison of the **number of true inputs** $c$ with a threshold: AND is
@@ -192,9 +201,12 @@ check_close("majority on x of shape (7, 64)", call_quietly(majority, _xx), _xx.s
 # THRESHOLD$_{\lfloor n/2\rfloor+1}$ gate reads off the parity.
 #
 # **Exercise 3 (3 points).** Write `parity_tc0(n)` returning a `cc.Circuit` with $n$ inputs and one output that
-# computes parity with **depth at most 2** (NOT gates are free) and **at most $2n + 1$ gates**. Use
+# computes parity with **depth at most 2** and **at most $2n + 1$ gates**. NOT gates are free for the depth but
+# count toward the size. The tests check both budgets: the visible test requires `parity_tc0(3)` to have depth at
+# most 2 and at most 7 gates, and the hidden tests check the same budgets for every $n$ up to 12. (The construction
+# above uses $n + \lfloor n/2 \rfloor + 1$ gates; the $2^{n-1}$-term DNF is far over budget.) Use
 # `c = cc.Circuit(n)`, `c.add("THRESHOLD", wires, k=...)`, `c.add("NOT", [wire])` (each returns the new gate's wire
-# id) and `c.set_outputs([wire])`.
+# id) and `c.set_outputs([wire])`. Do not call `cc.parity_circuit`: the point is to build the circuit yourself.
 
 # %% tags=["solution"] grade_id="parity_tc0"
 def parity_tc0(n: int) -> "cc.Circuit":
@@ -214,7 +226,9 @@ _x = cc.all_inputs(3)
 check_close("parity_tc0(3) on all 8 inputs", _c.evaluate(_x)[:, 0], _x.sum(1) % 2 == 1,
             hint="the second gate needs threshold n // 2 + 1 over G_1, NOT G_2, G_3, ...")
 assert _c.depth <= 2, f"parity_tc0(3) has depth {_c.depth}; depth 2 is enough (NOT gates are free)"
-ok(f"parity_tc0(3): right on all 8 inputs, depth {_c.depth}, {_c.size} gates")
+assert _c.size <= 7, (f"parity_tc0(3) has {_c.size} gates, more than the budget 2n + 1 = 7 (NOT gates count toward "
+                      f"the size): n threshold gates G_k, a NOT on every other one, and one output gate")
+ok(f"parity_tc0(3): right on all 8 inputs, depth {_c.depth} (budget 2), {_c.size} gates (budget 7)")
 ### BEGIN HIDDEN TESTS
 for _n in range(1, 13):
     _c = call_quietly(parity_tc0, _n)
@@ -230,24 +244,37 @@ check_close("parity_tc0(61) on 300 random inputs", call_quietly(parity_tc0, 61).
 
 # %% [markdown]
 # The two parity circuits side by side, with majority, the $n$-bit comparator and the $n$-bit adder of the
-# companion (`cc.adder_circuit`: carry look-ahead, $c_i = \bigvee_{j<i} (g_j \wedge p_{j+1} \wedge \dots \wedge p_{i-1})$,
-# depth 5 for every $n$). Sizes on a log scale: only the AC$^0$ parity grows exponentially.
+# companion. The adder (`cc.adder_circuit`) uses carry look-ahead: with $g_j = a_j \wedge b_j$ ("bit $j$ generates a
+# carry") and $p_j = a_j \vee b_j$ ("bit $j$ passes one on"), the carry into bit $i$ is
+# $c_i = \bigvee_{j<i} (g_j \wedge p_{j+1} \wedge \dots \wedge p_{i-1})$, and each sum bit
+# $s_i = a_i \oplus b_i \oplus c_i$ is the depth-2 threshold parity of three bits. Its depth is constant in the basis
+# of **unbounded fan-in** AND, OR and THRESHOLD gates (NOT free): 5 for every $n \ge 3$ (2 at $n = 1$, 4 at $n = 2$).
+# What grows with $n$ is the **fan-in** (the carry into bit $i$ is an OR of $i$ ANDs of up to $i$ inputs each) and
+# the **size**, $O(n^2)$ gates (751 at $n = 32$). With fan-in-2 gates no adder has constant depth: the top carry
+# depends on all $2n$ input bits, which takes depth at least $\log_2 (2n)$. Threshold gates are a convenience here,
+# not a need: writing each 3-bit XOR as a DNF of AND/OR gates keeps depth 5, so addition is in $\mathsf{AC}^0$.
+# Sizes on a log scale: only the AC$^0$ parity grows exponentially.
 
 # %%
 ns = list(range(2, 33, 2))
+ns_ac0 = [n for n in ns if n <= 14]  # the DNF has 2^(n-1) terms: stop at n = 14 (8207 gates)
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
 cc.plot_circuit_sizes(ns, ax=axes[0], max_ac0=14)
 axes[0].set_title("Size: depth-2 AND/OR parity doubles with each bit; threshold circuits stay polynomial", fontsize=9)
-ac0 = {n: cc.parity_circuit(n, "ac0") for n in ns if n <= 14}
-builders = {"parity AC0": ac0.get, "parity TC0": lambda n: cc.parity_circuit(n, "tc0"),
-            "majority": cc.majority_circuit, "adder": cc.adder_circuit, "comparison": cc.comparison_circuit}
-for name, build in builders.items():
-    xs = [n for n in ns if not (name == "parity AC0" and n not in ac0)]
-    axes[1].plot(xs, [build(n).depth for n in xs], marker="o", ms=3, label=name)
+ac0 = {n: cc.parity_circuit(n, "ac0") for n in ns_ac0}
+depth_curves = {  # name: (values of n, depth of the circuit at each n)
+    "parity AC0": (ns_ac0, [ac0[n].depth for n in ns_ac0]),
+    "parity TC0": (ns, [cc.parity_circuit(n, "tc0").depth for n in ns]),
+    "majority": (ns, [cc.majority_circuit(n).depth for n in ns]),
+    "adder": (ns, [cc.adder_circuit(n).depth for n in ns]),
+    "comparison": (ns, [cc.comparison_circuit(n).depth for n in ns]),
+}
+for name, (xs, depths) in depth_curves.items():
+    axes[1].plot(xs, depths, marker="o", ms=3, label=name)
 axes[1].set_xlabel("n (input bits per number)")
 axes[1].set_ylabel("depth (NOT gates free)")
 axes[1].set_ylim(0, 6)
-axes[1].set_title("Depth: constant in n for every construction (both parities: 2)", fontsize=9)
+axes[1].set_title("Depth: constant in n for every construction (both parities 2, adder 5 from n = 3)", fontsize=9)
 axes[1].legend(fontsize=8)
 plt.show()
 plt.close(fig)
@@ -267,7 +294,10 @@ for n in (8, 14):
 #
 # **Exercise 4 (3 points).** Write `greater_than(n)` returning a `cc.Circuit` with $2n$ inputs (wires $0..n-1$ are
 # $a_0..a_{n-1}$, wires $n..2n-1$ are $b_0..b_{n-1}$, least significant first) and one output $[a > b]$, of **depth at
-# most 4** and at most $10n$ gates. You may use AND, OR and NOT gates.
+# most 4** and **at most $10n$ gates** (NOT gates included). You may use AND, OR and NOT gates. The tests check both
+# budgets: the visible test requires `greater_than(8)` to have depth at most 4 and at most 80 gates. Build each
+# $e_l$ once and let every term that needs it read the same wire: rebuilding the $e_l$ inside every term is correct
+# but takes $O(n^2)$ gates. Do not call `cc.comparison_circuit`: the point is to build the circuit yourself.
 
 # %% tags=["solution"] grade_id="greater_than"
 def greater_than(n: int) -> "cc.Circuit":
@@ -290,7 +320,13 @@ _x = cc.all_inputs(4)
 _a, _b = cc.bits_to_int(_x[:, :2]), cc.bits_to_int(_x[:, 2:])
 check_close("greater_than(2) on all 16 pairs", _c.evaluate(_x)[:, 0], _a > _b,
             hint="bit 0 is the least significant; equal numbers are not greater")
-ok(f"greater_than(2): right on all 16 pairs, depth {_c.depth}, {_c.size} gates")
+_c8 = call_quietly(greater_than, 8)
+assert isinstance(_c8, cc.Circuit) and _c8.n_inputs == 16, "greater_than(8) must return a cc.Circuit with 16 inputs"
+assert _c8.depth <= 4, (f"greater_than(8) has depth {_c8.depth}, more than the budget 4: do not carry 'equal so far' "
+                        f"from bit to bit; AND the e_l of all higher bits directly into each term")
+assert _c8.size <= 80, (f"greater_than(8) has {_c8.size} gates, more than the budget 10n = 80: build each e_l (and each "
+                        f"NOT) once and share it between the terms")
+ok(f"greater_than(2): right on all 16 pairs; greater_than(8): depth {_c8.depth} (budget 4), {_c8.size} gates (budget 80)")
 ### BEGIN HIDDEN TESTS
 for _n in range(1, 6):
     _c = call_quietly(greater_than, _n)
@@ -331,7 +367,8 @@ for _n in (8, 16, 24):
 #
 # **Exercise 5 (3 points).** Write `average_sensitivity(f, n)`: `f` maps a bool tensor `(batch, n)` to a bool tensor
 # `(batch,)`; enumerate all $2^n$ inputs (`cc.all_inputs(n)`), count for each input how many of the $n$ single-bit
-# flips change `f`, and return the mean over inputs as a Python `float`.
+# flips change `f`, and return the mean over inputs as a Python `float`. Do not call `cc.average_sensitivity`: the
+# point is to write the enumeration yourself.
 
 # %% tags=["solution"] grade_id="average_sensitivity"
 def average_sensitivity(f, n: int) -> float:
@@ -476,7 +513,11 @@ for d in range(5):
 # **Exercise 6 (3 points).** Write `evaluate_formula(s)` returning the value of a formula as a Python `bool`. Raise a
 # `ValueError` for any string that is not a formula of the grammar (unbalanced parentheses, a missing operand, an
 # operator outside parentheses, two operators in one pair, a space, any other character). It must handle formulas
-# nested **10 000 deep**: use an explicit stack, not recursion (Python's default recursion limit is 1000).
+# nested **10 000 deep**, so it must not recurse: a recursive parser makes one Python call per level of nesting, and
+# CPython stops at its recursion limit (1000 nested calls by default, `sys.getrecursionlimit()`) with a
+# `RecursionError`. Keep the pending operators on an explicit stack (a Python list) instead; the visible test checks
+# that `evaluate_formula("!" * 10000 + "0")` is `False`. Do not call `cc.evaluate_formula` or `cc.parse_formula`: the
+# point is to write the evaluator yourself.
 #
 # *Hint:* scan left to right with a stack. Push `(`, `!`, operators and values. Whenever a value lands on top of a
 # `!`, replace the two by the negated value. At `)` the top must be `( value op value`: replace it by the result (and
@@ -535,7 +576,13 @@ for _bad in ("(0&1", "0&1"):
         pass
     else:
         raise AssertionError(f"evaluate_formula({_bad!r}) must raise ValueError: it is not a formula of the grammar")
-ok("evaluate_formula: seven small formulas, and two malformed strings rejected")
+try:
+    _got = call_quietly(evaluate_formula, "!" * 10000 + "0")
+except RecursionError:
+    raise AssertionError("evaluate_formula('!' * 10000 + '0') hit Python's recursion limit: keep pending operators "
+                         "on an explicit stack (a list) instead of recursing once per nesting level") from None
+assert _got is False, f"evaluate_formula('!' * 10000 + '0') = {_got!r}, expected False (an even number of negations of 0)"
+ok("evaluate_formula: seven small formulas, two malformed strings rejected, 10 000 nested negations without recursion")
 ### BEGIN HIDDEN TESTS
 _g = torch.Generator().manual_seed(45)
 for _d in range(0, 9):
@@ -588,7 +635,7 @@ for _bad in ("", "(", ")", "!", "01", "(0&&1)", "(0&1|0)", "( 0&1)", "(0&1))", "
 # **Exercise 7 (3 points).** Functions $\{0,1\}\to\{0,1\}$ are stored as tuples `(f(0), f(1))`: identity `(0, 1)`,
 # negation `(1, 0)`, constants `(0, 0)` and `(1, 1)`. Write `rake_label(op, x, f_parent, f_sibling)` returning the
 # sibling's new label $f_p \circ \text{op}(x, \cdot) \circ f_s$ as a tuple of two ints, for `op` in `"&"`, `"|"` and
-# `x` in 0, 1.
+# `x` in 0, 1. Do not call `cc.rake_label`: the point is to work out the composition yourself.
 
 # %% tags=["solution"] grade_id="rake_label"
 def rake_label(op: str, x: int, f_parent: tuple, f_sibling: tuple) -> tuple:
@@ -642,9 +689,15 @@ for shape, n, rounds, depth in rows:
     print(f"{shape:>12s} {n:8d} {rounds:6d} {math.log2(n):13.1f} {depth:6d}")
 
 # %% [markdown]
-# Rounds grow like $\log_2$ of the length for every shape, while the depth of a caterpillar grows linearly. The
-# contraction is a log-depth parallel algorithm, which is the content of "$\in \mathsf{NC}^1$" (parsing the
-# parentheses, done sequentially here, is itself a prefix-sum computation of $O(\log n)$ parallel rounds).
+# **Reading the table.** The number of rounds is exactly $\lfloor \log_2 L \rfloor$, where $L$ is the number of
+# leaves (constants); a formula has about 4 symbols per leaf, so the rounds sit about 2 below the $\log_2$(symbols)
+# column, and they grow by the same amount for every shape: about 3.3 rounds per factor of 10 in length. The depth
+# (the last column) depends on the shape: it grows logarithmically for balanced formulas (the excess over
+# $\lceil \log_2 L \rceil$ comes from the negations, one level each), slowly for random ones, and linearly for the
+# caterpillar (a quarter of the length: 24 999 levels for 100 000 symbols). So tree contraction is a
+# log-depth parallel algorithm whatever the shape, which is the content of "$\in \mathsf{NC}^1$"; level-by-level
+# evaluation is not. (Parsing the parentheses, done sequentially here, is itself a prefix-sum computation of
+# $O(\log n)$ parallel rounds.)
 #
 # ## 7. Chain of thought: one level per step
 #
@@ -655,13 +708,17 @@ for shape, n, rounds, depth in rows:
 # depth by exactly one, so a formula of depth $d$ takes $d$ steps:
 # $$(!(0|1)\&(1|!0)) \;\to\; (!1\&(1|1)) \;\to\; (0\&1) \;\to\; 0 .$$
 # Each step is a *local* rewrite: what a symbol becomes depends on at most four neighbours on each side, a
-# constant-depth computation for a transformer. $d$ steps reach depth $d$: for balanced formulas $d \approx \log_2 n$,
-# the $\mathsf{NC}^1$ budget.
+# constant-depth computation for a transformer. A formula of depth $d$ therefore needs $d$ such steps. For balanced
+# formulas $d = O(\log n)$, within the $\mathsf{NC}^1$ budget; for a caterpillar $d \approx n/4$, many more steps than
+# the $\lfloor \log_2 L \rfloor$ rounds of tree contraction.
 #
 # **Exercise 8 (3 points).** Write `cot_trace(s)` returning the list `[s, s_1, ..., s_d]` where each string is the
-# previous one with **every** innermost redex rewritten, and $s_d$ is `"0"` or `"1"` (for a constant, `[s]`). Raise a
-# `ValueError` for a malformed `s` (your `evaluate_formula` checks it). A regular expression such as
-# `r"!([01])|\(([01])([&|])([01])\)"` with `re.sub` and a replacement function does one step.
+# previous one with **every** innermost redex rewritten, and $s_d$ is `"0"` or `"1"` (for a constant, `[s]`).
+# Malformed input must raise `ValueError`: check `s` first (your `evaluate_formula` raises it for you). Without that
+# check, a string such as `(0&1` contains no redex, a step leaves it unchanged, and a loop that runs until the string
+# is a constant never ends; the visible test calls `cot_trace("(0&1")`. A regular expression such as
+# `r"!([01])|\(([01])([&|])([01])\)"` with `re.sub` and a replacement function does one step. Do not call
+# `cc.cot_trace` or `cc.reduce_step` (the companion's single step): the point is to write the step yourself.
 
 # %% tags=["solution"] grade_id="cot_trace"
 import re
@@ -693,7 +750,14 @@ check_equal_list(f"cot_trace({_s!r})", call_quietly(cot_trace, _s), [_s, "(!1&(1
 check_equal_list("cot_trace('1')", call_quietly(cot_trace, "1"), ["1"])
 check_equal_list("cot_trace('!!0')", call_quietly(cot_trace, "!!0"), ["!!0", "!1", "0"],
                  hint="only the inner ! has a constant operand: one level per step")
-ok("cot_trace: one level per step, from s to its value")
+try:
+    call_quietly(cot_trace, "(0&1")
+except ValueError:
+    pass
+else:
+    raise AssertionError("cot_trace('(0&1') must raise ValueError: it is not a formula (check s with evaluate_formula "
+                         "before rewriting)")
+ok("cot_trace: one level per step, from s to its value; a malformed string raises ValueError")
 ### BEGIN HIDDEN TESTS
 _g = torch.Generator().manual_seed(46)
 for _d in range(0, 9):
@@ -809,8 +873,17 @@ def model_step(s: str) -> str:
 
 
 s = cc.random_formula(5, generator=torch.Generator().manual_seed(3))
-trace, steps = [s], 0
-answer, steps = run_chain(lambda t: (trace.append(model_step(t)), trace[-1])[1], s, max_steps=10)
+trace = [s]  # every string the model writes, for printing
+
+
+def recorded_model_step(t: str) -> str:
+    """model_step, also appending the string it writes to `trace`."""
+    next_string = model_step(t)
+    trace.append(next_string)
+    return next_string
+
+
+answer, steps = run_chain(recorded_model_step, s, max_steps=10)
 print("model's chain of thought:", " -> ".join(trace))
 print(f"answer {answer} after {steps} steps; true value {int(evaluate_formula(s))}; "
       f"direct model says {int(cm.direct_answer(direct_model, [s])[0])}")
@@ -833,14 +906,16 @@ plt.show()
 plt.close(fig)
 
 # %% [markdown]
-# **Reading it.** At depths 1 and 2 (formulas of 4 to 9 symbols) both models are perfect. From depth 3 on, the
-# direct model loses accuracy with every level: 0.94, 0.85, 0.79, then 0.69 at depth 6, the deepest it was trained on,
-# and 0.63 at depth 8, where always answering the more frequent value scores 0.52. Two layers do a fixed amount of
-# sequential work; a deeper formula needs more, and the model falls back on guesses correlated with surface features.
-# The same architecture trained to take *one step at a time* is perfect up to depth 5 and at 0.99 on depth 6. Beyond
-# the trained depths it degrades (0.96 and 0.90 at depths 7 and 8): its errors are on long strings, over 60 symbols
-# and rare in training, where one misplaced blank or value in one step is never repaired by the next ones. A chain of
-# $d$ steps is only as reliable as all of its steps together: that is the price of a chain of thought.
+# **Reading it.** At depths 1 and 2 (formulas of 4 to 9 symbols on average) both models are perfect. From depth 3
+# on, the direct model loses accuracy with every level: 0.94, 0.85, 0.79, then 0.69 at depth 6, the deepest it was
+# trained on, and 0.63 at depth 8, where the baseline (always answering the more frequent value) scores 0.52. Two
+# layers do a fixed amount of sequential work per answer; a deeper formula needs more, and beyond that the model can
+# only guess from features of the string that correlate with the value, which keeps it above the baseline but far
+# from perfect. The same architecture trained to take *one step at a time* is perfect up to depth 5 and at 0.99 on
+# depth 6. Beyond the trained depths it degrades (0.96 and 0.90 at depths 7 and 8). Its errors are mostly on long
+# strings: 53 of its 59 errors are on formulas of more than 60 symbols, which make up about 3% of the training
+# formulas. One misplaced blank or value in one step is never repaired by the next steps, so a chain of $d$ steps is
+# correct only if every one of its steps is: that is the price of a chain of thought.
 #
 # **Against Feng et al. (2023).** Their task is arithmetic expressions, with models far larger than ours ($d$ in the
 # hundreds) trained much longer. Their logs report, for expressions with 4 operators: direct answers 63.6% with
@@ -852,9 +927,10 @@ plt.close(fig)
 #
 # ## 9. Explore: formula depth, the tree, the rounds and the model's answers
 #
-# The tree of a random formula, each node coloured by the contraction round that removes it (0: a negation, absorbed
-# into an edge label), with the true value, the number of rounds, and both models' answers in the title. Static first,
-# then the widget (depth and seed).
+# The tree of a random formula drawn with `cc.random_formula(depth)`. Each node is coloured by the tree-contraction
+# round (section 6) in which it is removed; round 0 marks the negations, which are not raked but folded into the
+# label of the edge above them before the first round. The title gives the true value, the depth, the number of
+# rounds, and both models' answers. A static picture first, then a widget where you choose the depth and the seed.
 
 # %%
 def show(depth: int = 5, seed: int = 0) -> None:
@@ -922,17 +998,21 @@ for name, circ in circuits.items():
 #
 # 1. **Conditional.** It assumes $\mathsf{TC}^0 \ne \mathsf{NC}^1$, which is unproven. Circuit lower bounds against
 #    $\mathsf{TC}^0$ are notoriously weak; if the classes were equal, the statement would be false.
-# 2. **Asymptotic, about families.** For each length $n$ there is a finite circuit, and a big enough fixed network is
-#    correct on all inputs up to some length. The theorem says that no family of constant depth and polynomial size,
-#    **one model used at every length** (uniformity), is correct at **all** lengths.
+# 2. **Asymptotic, about families.** At any one length $n$ there are finitely many formulas, so some depth-2 circuit
+#    (an exponential-size lookup table, if nothing better) is correct on all of them, and a big enough fixed network
+#    is correct on all inputs up to any length you choose. The theorem is about **families**: no family of constant
+#    depth and polynomial size, built by **one rule for every length** (uniformity; a transformer is one set of weights
+#    used at every length), is correct at **all** lengths.
 # 3. **Tied to a precision regime.** Log precision (Merrill & Sabharwal), polynomial precision (Chiang), RoPE with
 #    polynomial precision (Chen et al.); constant precision is weaker still ($\mathsf{AC}^0$, Li et al.). Exact
 #    arithmetic on unbounded reals is outside all of them.
-# 4. **About one forward pass.** With a chain of thought of $T$ steps the model is a circuit of depth proportional to
-#    $T$; $T = O(\log n)$ steps of the right kind suffice for balanced formulas, $T = $ depth in our scheme.
-# 5. **Silent about learning.** Our direct model's failure at depth 5 on formulas of 40 symbols is not the theorem at
-#    work (those lengths are finite); it is what 1500 steps of training found. Conversely, the theorems say which
-#    weights exist, not which ones training finds.
+# 4. **About one forward pass.** The bound is on what a single forward pass computes. Each chain-of-thought step is
+#    another forward pass that reads the previous ones' output, so $T$ steps compute a circuit of depth proportional
+#    to $T$, and once $T$ grows with $n$ the $\mathsf{TC}^0$ bound no longer applies. In our scheme $T$ is the
+#    formula's depth: $O(\log n)$ for balanced formulas, about $n/4$ for a caterpillar.
+# 5. **Silent about learning.** Our direct model's 0.79 at depth 5 (formulas of about 32 symbols) is not the theorem
+#    at work: the theorem says nothing about one finite length. It is what 1500 steps of training found. Conversely,
+#    the theorems say which weights exist, not which ones training finds.
 #
 # ## Limits and pitfalls
 #

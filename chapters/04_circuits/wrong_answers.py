@@ -109,6 +109,19 @@ def greater_than(n):
         gt = ai_gt if gt is None else c.add("OR", [ai_gt, c.add("AND", [eq, gt])])
     return c.set_outputs([gt])
 ''',
+        # right values and depth 4, but every term rebuilds the e_l it needs: O(n^2) gates
+        "eq_per_term": '''
+def greater_than(n):
+    c = cc.Circuit(2 * n)
+    a, b = list(range(n)), list(range(n, 2 * n))
+    na = [c.add("NOT", [a[i]]) for i in range(n)]
+    nb = [c.add("NOT", [b[i]]) for i in range(n)]
+    terms = []
+    for i in range(n):
+        eq = [c.add("OR", [c.add("AND", [a[j], b[j]]), c.add("AND", [na[j], nb[j]])]) for j in range(i + 1, n)]
+        terms.append(c.add("AND", [a[i], nb[i], *eq]))
+    return c.set_outputs([c.add("OR", terms)])
+''',
         # forgets that the higher bits must be equal
         "no_eq_prefix": '''
 def greater_than(n):
