@@ -8,6 +8,8 @@ partial credit.
 
 from __future__ import annotations
 
+import signal
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,6 +18,7 @@ import torch
 
 __all__ = [
     "call_quietly",
+    "call_within",
     "check_close",
     "check_dtype",
     "check_shape",
@@ -112,6 +115,40 @@ def call_quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         return fn(*args, **kwargs)
+
+
+def call_within(seconds: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``call_quietly(fn, ...)``, but an ``AssertionError`` if it has not returned after ``seconds``.
+
+    For checks where a plausible wrong answer never returns (a rewrite loop that makes no progress on bad
+    input): the student sees which call hung instead of waiting for the grader's cell time limit. Uses
+    ``SIGALRM``, so the limit applies on the main thread of a POSIX process (a notebook kernel); elsewhere
+    the call simply runs unbounded.
+    """
+    name = getattr(fn, "__name__", "the function")
+    usable = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        return call_quietly(fn, *args, **kwargs)
+
+    class _Late(BaseException):  # not an Exception: a student's `except Exception` cannot swallow it
+        pass
+
+    def _alarm(signum, frame):
+        raise _Late
+
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return call_quietly(fn, *args, **kwargs)
+    except _Late:
+        shown = ", ".join([*(repr(a) for a in args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise AssertionError(
+            f"{name}({shown}) did not return within {seconds:g} s: it probably loops forever on this input"
+        ) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def ok(message: str) -> None:

@@ -13,7 +13,7 @@ import torch
 
 import companion
 from companion import orientation, runtime
-from companion.testing import check_close, check_shape
+from companion.testing import call_within, check_close, check_shape
 
 
 def test_scaled_reads_the_switch(monkeypatch):
@@ -116,3 +116,32 @@ def test_check_close_messages():
         check_close("x", torch.tensor([float("nan")]), torch.zeros(1))
     with pytest.raises(AssertionError, match="expected a torch.Tensor, got list"):
         check_close("x", [1.0], torch.zeros(1))
+
+
+def test_call_within_returns_raises_and_stops_a_loop():
+    import signal
+    import time
+
+    assert call_within(5, lambda a, b=0: a + b, 2, b=3) == 5
+    with pytest.raises(ValueError):
+        call_within(5, int, "not a number")
+
+    def forever():
+        while True:
+            try:
+                time.sleep(0.01)
+            except Exception:  # a student's broad except must not swallow the time limit
+                pass
+
+    start = time.perf_counter()
+    with pytest.raises(AssertionError, match=r"forever\(\) did not return within 0.2 s"):
+        call_within(0.2, forever)
+    assert time.perf_counter() - start < 5
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # the timer is cleared
+    with pytest.raises(AssertionError, match=r"stuck\('\(0&1', limit=3\) did not return"):
+        call_within(0.2, stuck, "(0&1", limit=3)
+
+
+def stuck(s, limit):
+    while True:
+        pass

@@ -50,7 +50,7 @@ import torch
 import companion.circuits as cc
 from companion import get_device, is_reduced, require_version, scaled
 from companion.circuits import model as cm
-from companion.testing import call_quietly, check_close, check_dtype, check_shape, ok
+from companion.testing import call_quietly, call_within, check_close, check_dtype, check_shape, ok
 
 require_version("0.1")
 torch.set_num_threads(1)  # every tensor here is small: one thread is as fast and is immune to a busy machine
@@ -716,8 +716,8 @@ for shape, n, rounds, depth in rows:
 # previous one with **every** innermost redex rewritten, and $s_d$ is `"0"` or `"1"` (for a constant, `[s]`).
 # Malformed input must raise `ValueError`: check `s` first (your `evaluate_formula` raises it for you). Without that
 # check, a string such as `(0&1` contains no redex, a step leaves it unchanged, and a loop that runs until the string
-# is a constant never ends; the visible test calls `cot_trace("(0&1")`. A regular expression such as
-# `r"!([01])|\(([01])([&|])([01])\)"` with `re.sub` and a replacement function does one step. Do not call
+# is a constant never ends; the visible test calls `cot_trace("(0&1")` and stops it after 10 s. A regular expression
+# such as `r"!([01])|\(([01])([&|])([01])\)"` with `re.sub` and a replacement function does one step. Do not call
 # `cc.cot_trace` or `cc.reduce_step` (the companion's single step): the point is to write the step yourself.
 
 # %% tags=["solution"] grade_id="cot_trace"
@@ -751,7 +751,7 @@ check_equal_list("cot_trace('1')", call_quietly(cot_trace, "1"), ["1"])
 check_equal_list("cot_trace('!!0')", call_quietly(cot_trace, "!!0"), ["!!0", "!1", "0"],
                  hint="only the inner ! has a constant operand: one level per step")
 try:
-    call_quietly(cot_trace, "(0&1")
+    call_within(10, cot_trace, "(0&1")
 except ValueError:
     pass
 else:
@@ -767,7 +767,7 @@ for _d in range(0, 9):
                          hint="a step rewrites ALL innermost redexes (both !c and (a op b)) and nothing else")
 for _bad in ("(0&1", "(0&1|1)", "x"):
     try:
-        call_quietly(cot_trace, _bad)
+        call_within(10, cot_trace, _bad)
     except ValueError:
         continue
     raise AssertionError(f"cot_trace({_bad!r}) must raise ValueError")

@@ -377,6 +377,22 @@ def cot_trace(s):
         trace.append(t)
     return trace
 ''',
+        # no validation: on "(0&1" no rewrite applies and the loop never ends (the test stops it after 10 s)
+        "loops_on_malformed": '''
+import re
+
+def cot_trace(s):
+    redex = re.compile(r"!([01])|\\(([01])([&|])([01])\\)")
+    def reduce(m):
+        if m.group(1) is not None:
+            return "1" if m.group(1) == "0" else "0"
+        a, op, b = int(m.group(2)), m.group(3), int(m.group(4))
+        return str(a & b if op == "&" else a | b)
+    trace = [s]
+    while trace[-1] not in ("0", "1"):
+        trace.append(redex.sub(reduce, trace[-1]))
+    return trace
+''',
         "no_checks": '''
 import re
 
