@@ -30,10 +30,15 @@
 #
 # You will write the prompt layout, a GD step and GD prediction, the LSA layer, the construction's weights, the
 # looped read-out, the optimal step size and its risk, ridge/min-norm prediction, and GD's contraction factor.
+# Two demonstrations, in Sections 8 and 9, run your functions (those of Exercises 2, 3, 7, 8 and 9); each says so,
+# and if a function it needs is still the stub it stops with a message naming the exercise to solve first.
 
 # %% tags=["locked"] grade_id="setup"
+import contextlib
 import math
+import time
 
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
 
@@ -43,6 +48,36 @@ from companion.testing import call_quietly, check_close, check_dtype, check_shap
 
 require_version("0.1")
 torch.set_num_threads(1)  # every tensor here is small: one thread is as fast and is immune to a busy machine
+
+# the exercise that asks for each function you write
+EXERCISE_OF = {"make_prompt": 1, "gd_step": 2, "gd_prediction": 3, "lsa_layer": 4, "gd_construction": 5,
+               "icl_prediction": 6, "optimal_one_step": 7, "ridge_prediction": 8, "contraction_factor": 9}
+
+
+@contextlib.contextmanager
+def your_functions():
+    """Wraps a demonstration that runs your functions. If one of them is still the stub (it raises
+    NotImplementedError) or its cell has not been run (NameError), the cell stops with a message that names the
+    exercise to solve first."""
+    try:
+        yield
+    except NotImplementedError as exc:
+        called, tb = [], exc.__traceback__
+        while tb is not None:  # the functions the error passed through, outermost first
+            called.append(tb.tb_frame.f_code.co_name)
+            tb = tb.tb_next
+        yours = [name for name in called if name in EXERCISE_OF]
+        if not yours:
+            raise
+        name = yours[-1]  # the innermost: the stub that raised
+        raise NotImplementedError(f"this demonstration runs your `{name}`, which is still the stub: solve Exercise "
+                                  f"{EXERCISE_OF[name]}, run its cell and its test cell, then run this cell "
+                                  f"again") from None
+    except NameError as exc:
+        if exc.name not in EXERCISE_OF:
+            raise
+        raise NameError(f"this demonstration runs your `{exc.name}`, which is not defined: run the cell of Exercise "
+                        f"{EXERCISE_OF[exc.name]} (solve it first), then run this cell again") from None
 
 # %% [markdown]
 # ## 1. In-context regression
@@ -54,6 +89,19 @@ torch.set_num_threads(1)  # every tensor here is small: one thread is as fast an
 # Training runs over many random tasks; at test time the task is new, so whatever the model does it must infer $w$
 # from the prompt. `companion.icl.sample_icl_batch` draws such prompts (`x_dist="gaussian"` or `"uniform"` for
 # $U(-1,1)^d$, `condition_number=` for a skewed covariance).
+#
+# **The sampler.** `ci.sample_icl_batch(batch, n, d)` (keyword options `noise_std=`, `x_dist=`, `condition_number=`,
+# `generator=`, `dtype=`, default float32) returns the five tensors `(X, y, x_query, y_query, w)`:
+#
+# | tensor | shape | what it is |
+# |---|---|---|
+# | `X` | `(batch, n, d)` | the $n$ example inputs $x_i$ of each prompt, one per row |
+# | `y` | `(batch, n)` | their labels $y_i = \langle w, x_i\rangle$, plus noise of std `noise_std` |
+# | `x_query` | `(batch, d)` | the query input $x_q$ |
+# | `y_query` | `(batch,)` | the target $\langle w, x_q\rangle$, always noiseless |
+# | `w` | `(batch, d)` | each prompt's hidden task vector |
+#
+# The tests and demonstrations unpack it as `X, y, xq, yq, w = ci.sample_icl_batch(...)`.
 #
 # **Tokens.** Following von Oswald et al. (2023), each example is one token $e_i = (x_i, y_i) \in \mathbb R^{d+1}$
 # (inputs first, label last) and the query is the token $(x_q, 0)$: its label slot is empty. A batch of prompts is a
@@ -284,8 +332,12 @@ check_close("lsa_layer in float32", _got, _want, atol=1e-4, rtol=1e-4)
 # looped construction below shows.
 #
 # **Exercise 5 (3 points).** Write `gd_construction(d, eta, dtype=torch.float32)` returning the tuple
-# `(P, W_K, W_Q, W_V)` of the proposition, each `(d + 1, d + 1)` in `dtype`. The tests run *your* weights through a
-# reference LSA layer and compare **every** token of the output with the proposition, not only the query.
+# `(P, W_K, W_Q, W_V)` of the proposition, in that order, each a `(d + 1, d + 1)` tensor of dtype `dtype`. In code the
+# blocks are index ranges: rows and columns `0 .. d-1` are the $x$ slots and index `d` (the last) is the label slot.
+# So $\begin{pmatrix} I_d & 0\\ 0 & 0\end{pmatrix}$ is a zero matrix whose top-left `d x d` block is the identity,
+# and $\begin{pmatrix} 0 & 0\\ 0 & -1\end{pmatrix}$ is a zero matrix with $-1$ at `[d, d]`. `W_Q` equals `W_K` (a
+# copy is fine). The tests run *your* weights through the reference LSA layer (not your `lsa_layer`) and compare
+# **every** token of the output with the proposition, not only the query.
 
 # %% tags=["solution"] grade_id="gd_construction"
 def gd_construction(d: int, eta: float, dtype: torch.dtype = torch.float32):
@@ -339,9 +391,10 @@ for _d, _eta, _n in ((1, 0.3, 4), (5, 1.7, 20), (8, 0.05, 3)):
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# The companion's `gd_lsa(d, eta)` is this layer as a module and `icl_predict(model, X, y, x_query)` builds the
-# prompt, runs the model and returns **minus** the query's label slot. The check the chapter promised, relative to
-# the largest prediction, in float32 and float64, on prompts from both input distributions:
+# The companion's `gd_lsa(d, eta)` is this layer as a module, and `icl_predict(model, X, y, x_query)` builds the
+# prompt, runs the model and returns **minus** the query's label slot. Now the check promised in the introduction:
+# on 4096 prompts the layer's prediction equals one GD step, to $10^{-6}$ of the largest prediction in float32 (the
+# rounding error of float32 arithmetic) and to $10^{-14}$ in float64, for both input distributions:
 
 # %%
 for dtype in (torch.float32, torch.float64):
@@ -351,7 +404,7 @@ for dtype in (torch.float32, torch.float64):
         gd = ci.gd_predict(X, y, xq, eta=1.2)
         gap = (ci.icl_predict(ci.gd_lsa(5, 1.2, dtype=dtype), X, y, xq) - gd).abs().max() / gd.abs().max()
         tol = 1e-6 if dtype == torch.float32 else 1e-14
-        assert gap < tol, gap
+        assert gap < tol, f"{dtype}, {x_dist}: the companion's construction is off by {gap:.2e} (not your code)"
         print(f"{str(dtype):>13s}, x ~ {x_dist:>8s}: max |LSA - one GD step| / max |GD| < {tol:g} on 4096 prompts")
 
 # %% [markdown]
@@ -430,7 +483,8 @@ for T in (1, 2, 5, 20):
     res_gap = (Z[:, :20, -1] - (y - ctx_pred)).abs().max().item()
     gd = ci.gd_predict(X, y, xq, eta=0.8, steps=T)
     gap32 = (ci.icl_predict(ci.looped_gd(5, 0.8, T), X.float(), y.float(), xq.float()) - gd).abs().max() / gd.abs().max()
-    assert gap < 1e-12 and res_gap < 1e-12 and gap32 < 1e-5
+    assert gap < 1e-12 and res_gap < 1e-12 and gap32 < 1e-5, \
+        f"T = {T}: the companion's looped construction is off ({gap:.1e}, {res_gap:.1e}, {gap32:.1e}; not your code)"
     print(f"T = {T:2d}: |looped LSA - T GD steps| < 1e-12 (float64), relative < 1e-5 (float32); "
           f"residual slots match: {res_gap < 1e-12}")
 
@@ -451,7 +505,9 @@ for T in (1, 2, 5, 20):
 # forgets that $S/n$ fluctuates around $I$, and $\eta = n/(n+d)$ forgets the Gaussian's fourth moment.
 #
 # **Exercise 7 (3 points).** Write `optimal_one_step(n, d, noise_var=0.0)` returning the pair of Python floats
-# `(eta_star, risk_star)` above.
+# `(eta_star, risk_star)` above: $n$ examples, dimension $d$, and `noise_var` $= \sigma^2$, the label noise
+# **variance** (the square of `sample_icl_batch`'s `noise_std`). For example `optimal_one_step(10, 5, 0.25)` is
+# `(10 / 16.25, 5 * 6.25 / 16.25)`; the test also checks your $R(\eta^\star)$ against a Monte Carlo estimate.
 
 # %% tags=["solution"] grade_id="optimal_one_step"
 def optimal_one_step(n: int, d: int, noise_var: float = 0.0) -> tuple[float, float]:
@@ -471,12 +527,17 @@ def _check_pair(name, got, want, hint=""):
 
 _check_pair("optimal_one_step(10, 5)", call_quietly(optimal_one_step, 10, 5), (10 / 16, 5 * 6 / 16),
             hint="E[(X^T X)^2] = n (n + d + 1) I: eta* = n / (n + d + 1) and R* = d (1 - eta*)")
+_check_pair("optimal_one_step(10, 5, 0.25)", call_quietly(optimal_one_step, 10, 5, 0.25),
+            (10 / 16.25, 5 * 6.25 / 16.25),
+            hint="noise_var is the variance sigma^2 (not a std): eta* = n / (n + d + 1 + noise_var) = 10 / 16.25 and "
+                 "R* = d (1 - eta*) = 5 * 6.25 / 16.25")
 X, y, xq, yq, w = ci.sample_icl_batch(200_000, 10, 5, noise_std=0.5, generator=torch.Generator().manual_seed(10),
                                       dtype=torch.float64)
 _eta, _risk = call_quietly(optimal_one_step, 10, 5, 0.25)
 _mc = ((ci.gd_predict(X, y, xq, eta=_eta) - yq) ** 2).mean().item()
 assert abs(_mc / _risk - 1) < 0.03, f"Monte Carlo risk at your eta* is {_mc:.4f}, your formula says {_risk:.4f}"
-ok(f"optimal_one_step(10, 5) matches the closed form; with noise 0.25 your R* matches Monte Carlo ({_mc:.3f})")
+ok(f"optimal_one_step(10, 5) and (10, 5, 0.25) match the closed form; with noise 0.25 your R* matches Monte Carlo "
+   f"({_mc:.3f})")
 ### BEGIN HIDDEN TESTS
 for _n, _d, _s2 in ((1, 1, 0.0), (40, 10, 1.0), (7, 20, 0.5), (100, 3, 4.0)):
     _e = _n / (_n + _d + 1 + _s2)
@@ -485,25 +546,56 @@ for _n, _d, _s2 in ((1, 1, 0.0), (40, 10, 1.0), (7, 20, 0.5), (100, 3, 4.0)):
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# The syllabus' numbers for $x \sim U(-1,1)^{10}$, $n = 10$, noiseless, in the loss $\frac12(\hat y - y_q)^2$: the
-# zero predictor scores $\frac12 E[\langle w, x\rangle^2] = \frac12\cdot\frac{10}{3} \approx 1.67$, and the best
-# one-step GD sits near $\eta \approx 1.5$ with $\frac12$MSE $\approx 0.825$. Uniform inputs have variance $\frac13$, so
-# the best step is about three times the Gaussian one; no closed form is needed, a grid over $\eta$ on a large sample
-# finds it:
+# **Uniform inputs.** Take $x \sim U(-1,1)^d$ instead, noiseless, at $n = d = 10$, as in von Oswald et al.'s main
+# experiment and Section 7 below. The derivation above used the input distribution only through $E[xx^\top]$ and
+# $E[\lVert x\rVert^2 xx^\top]$, and both are easy whenever the coordinates $x_1, \dots, x_d$ are independent and
+# symmetric about 0, with variance $s = E[x_j^2]$ and fourth moment $m_4 = E[x_j^4]$. First $E[xx^\top] = sI$. Then
+# entry $(j, l)$ of $E[\lVert x\rVert^2 xx^\top]$ is $\sum_m E[x_m^2\, x_j x_l]$: for $j \ne l$ every term holds an odd
+# power of $x_j$ (or of $x_l$), whose mean is 0 by symmetry; for $j = l$ the term $m = j$ is $m_4$ and the other
+# $d - 1$ terms are $E[x_m^2]E[x_j^2] = s^2$. So $E[\lVert x\rVert^2 xx^\top] = (m_4 + (d-1)s^2)\, I$ and
+# $$E[S] = ns\,I, \qquad E[S^2] = n(n-1)s^2 I + n\big(m_4 + (d-1)s^2\big) I = n s^2\,(n + d - 2 + m_4/s^2)\, I.$$
+# With $E[x_q x_q^\top] = sI$ the same steps as above give
+# $R(\eta) = s\,d\,\big(1 - 2\eta s + \eta^2 s^2\,(n + d - 2 + m_4/s^2)/n\big)$, minimised at
+# $$\eta^\star = \frac{n}{s\,(n + d - 2 + m_4/s^2)}, \qquad R(\eta^\star) = s\,d\,(1 - s\,\eta^\star).$$
+# The Gaussian has $s = 1$, $m_4 = 3$ and gives back $n/(n+d+1)$. For $U(-1,1)$, $s = \frac13$ and $m_4 = \frac15$, so
+# $m_4/s^2 = \frac95$ and
+# $$\eta^\star_U = \frac{3n}{n + d - \frac15}, \qquad
+#   R(\eta^\star_U) = \frac d3\cdot\frac{d - \frac15}{n + d - \frac15}.$$
+# The factor 3 is the variance: $E[w_1] = \frac{\eta}{n}E[X^\top X]\,w = \eta\, s\, w$, so the step must be about
+# $1/s$ for $w_1$ to land near $w$. The rest comes from the tails: a uniform coordinate has a smaller normalised
+# fourth moment ($m_4/s^2 = \frac95$ against the Gaussian's 3), so $S/n$ fluctuates less and the best step shrinks
+# less. The ratio to the Gaussian optimum
+# is $3\,\frac{n + d + 1}{n + d - 1/5} = 3 \cdot \frac{21}{19.8} \approx 3.18$ at $n = d = 10$, not exactly 3.
+#
+# In the loss $\frac12(\hat y - y_q)^2$ of Section 7, at $n = d = 10$: the zero predictor scores
+# $\frac12 E[\langle w, x_q\rangle^2] = \frac12\cdot\frac{10}{3} \approx 1.67$, and the best one step is
+# $\eta^\star_U = 30/19.8 \approx 1.515$ with $\frac12 R(\eta^\star_U) = \frac53\cdot\frac{9.8}{19.8} \approx 0.825$.
+# The cell checks this on a large sample. One step from 0 is linear in $\eta$ ($\hat y(\eta) = \eta\,\hat y(1)$), so the
+# sample's error is a parabola in $\eta$: a grid over $\eta$ finds its minimum, and so does the exact minimiser
+# $\sum \hat y(1)\, y_q / \sum \hat y(1)^2$ (a least-squares slope), which the cell compares with the closed form.
 
 # %%
-X, y, xq, yq, w = ci.sample_icl_batch(scaled(full=100_000, reduced=20_000), 10, 10, x_dist="uniform",
+n, d = 10, 10
+X, y, xq, yq, w = ci.sample_icl_batch(scaled(full=100_000, reduced=20_000), n, d, x_dist="uniform",
                                       generator=torch.Generator().manual_seed(11), dtype=torch.float64)
 etas = torch.linspace(1.0, 2.0, 51, dtype=torch.float64)
 y_hat_at_1 = ci.gd_predict(X, y, xq, eta=1.0)  # one step from 0 is linear in eta: y_hat(eta) = eta * y_hat(1)
 half_mse = 0.5 * ((etas[:, None] * y_hat_at_1 - yq) ** 2).mean(-1)
 eta_uniform, best_uniform = etas[half_mse.argmin()].item(), half_mse.min().item()
 zero_uniform = 0.5 * (yq ** 2).mean().item()
-assert 1.4 < eta_uniform < 1.65 and 0.79 < best_uniform < 0.86 and 1.6 < zero_uniform < 1.75
-print(f"uniform x, d = n = 10: best one-step eta = {eta_uniform:.2f}, 1/2 MSE = {best_uniform:.3f}; "
+eta_closed = 3 * n / (n + d - 1 / 5)  # the closed form for U(-1, 1) inputs
+half_risk_closed = 0.5 * (d / 3) * (d - 1 / 5) / (n + d - 1 / 5)
+eta_fit = ((y_hat_at_1 * yq).sum() / (y_hat_at_1 ** 2).sum()).item()  # exact minimiser of the sample's parabola
+assert abs(eta_fit / eta_closed - 1) < 0.02 and abs(best_uniform / half_risk_closed - 1) < 0.03, \
+    f"sample optimum {eta_fit:.3f} (1/2 MSE {best_uniform:.3f}), closed form {eta_closed:.3f} ({half_risk_closed:.3f})"
+assert 1.6 < zero_uniform < 1.75, f"zero predictor {zero_uniform:.3f}, expected about 10/6 = 1.67"
+eta_gauss = ci.optimal_eta_gaussian(n, d)  # n / (n + d + 1), the companion's version of your Exercise 7
+print(f"uniform x, d = n = {n}: best eta on the grid {eta_uniform:.2f} (1/2 MSE {best_uniform:.3f}), exact sample "
+      f"minimiser {eta_fit:.3f}; closed form 3n / (n + d - 1/5) = {eta_closed:.3f} (1/2 MSE {half_risk_closed:.3f}); "
       f"zero predictor {zero_uniform:.3f}")
-print(f"Gaussian x, d = n = 10 (closed form): eta* = {optimal_one_step(10, 10)[0]:.3f}, "
-      f"1/2 MSE = {optimal_one_step(10, 10)[1] / 2:.3f}")
+print(f"Gaussian x, d = n = {n} (closed form): eta* = {eta_gauss:.3f}, "
+      f"1/2 MSE = {ci.one_step_risk_gaussian(n, d, eta_gauss) / 2:.3f}; ratio of the optimal steps "
+      f"{eta_closed / eta_gauss:.2f} (variance 1/3 alone would give 3)")
 
 # %% [markdown]
 # ## 7. Training an LSA: does gradient descent on the weights find GD?
@@ -545,8 +637,6 @@ print(f"Gaussian x, d = n = 10 (closed form): eta* = {optimal_one_step(10, 10)[0
 # on one core); under `TM_SCALE=reduced`, 100 steps on batches of 256.
 
 # %% tags=["nbval-ignore-output"]
-import time
-
 train_steps, train_batch = scaled(full=300, reduced=100), scaled(full=1024, reduced=256)
 start = time.perf_counter()
 lsa, history = ci.train_lsa(10, 10, steps=train_steps, batch=train_batch, lr=3e-2, x_dist="uniform", seed=0,
@@ -562,7 +652,10 @@ gd_half_mse = 0.5 * ((ci.gd_predict(X, y, xq, eta=eta_uniform) - yq) ** 2).mean(
 Gamma = ci.effective_preconditioner(lsa)
 eta_learned = Gamma.trace().item() / 10
 off_diag = (Gamma - torch.diag(torch.diagonal(Gamma))).abs().max().item()
-assert trained_half_mse < 1.08 * gd_half_mse and abs(eta_learned - eta_uniform) < 0.2
+assert trained_half_mse < 1.08 * gd_half_mse and abs(eta_learned - eta_uniform) < 0.2, \
+    (f"the trained layer (1/2 MSE {trained_half_mse:.3f}, effective eta {eta_learned:.2f}) is far from tuned GD "
+     f"({gd_half_mse:.3f}, eta {eta_uniform:.2f}): Adam did not leave the plateau at zero weights (see the docstring "
+     f"of ci.train_lsa; none of your code runs here)")
 print(f"test 1/2 MSE: trained LSA {trained_half_mse:.3f}, GD at eta = {eta_uniform:.2f}: {gd_half_mse:.3f}, "
       f"zero predictor {zero_uniform:.3f}")
 print(f"learned Gamma: effective eta = trace/d = {eta_learned:.2f}, diagonal spread "
@@ -583,12 +676,12 @@ plt.close(fig)
 
 # %% [markdown]
 # At full scale the trained layer reaches $\frac12$MSE $= 0.826$ on fresh prompts against $0.824$ for GD at the
-# tuned step, and its effective step, the trace of $\Gamma$ over $d$, is $1.51$ against the grid optimum $1.52$; the
-# syllabus' reference run gives $0.827$ and $1.53$. von Oswald et al. report the same picture in this setting: a
-# trained single layer reaches the loss of tuned one-step GD and closely matches the construction. Under the reduced
-# scale the 100-step run is a little worse ($\approx 0.87$). The loss first sits on a plateau: at zero
-# weights the prediction is a product of four small matrices, so its gradient is tiny; with other seeds or larger
-# rates Adam can stay on it much longer (see the companion's `train_lsa` docstring).
+# tuned step, and its effective step, the trace of $\Gamma$ over $d$, is $1.51$, against the grid optimum $1.52$ and
+# the closed form $\eta^\star_U \approx 1.515$ (whose $\frac12 R$ is $0.825$). von Oswald et al. report the same
+# picture in this setting: a trained single layer reaches the loss of tuned one-step GD and closely matches the
+# construction. Under the reduced scale the 100-step run is a little worse ($\approx 0.87$). The loss first sits on a
+# plateau: at zero weights the prediction is a product of four small matrices, so its gradient is tiny; with other
+# seeds or larger rates Adam can stay on it much longer (see the companion's `train_lsa` docstring).
 #
 # **The learned matrices.** The function of an LSA layer depends on its weights only through the products $P W_V$
 # and $W_K^\top W_Q$. For the construction they are $-\eta\,\mathbf e_{d+1}\mathbf e_{d+1}^\top$ and
@@ -610,7 +703,8 @@ pv, kq = ci.lsa_products(lsa)
 label_row_rest = pv[10, :10].abs().max().item()
 kq_x = kq[:10, :10]
 off = (kq_x - torch.diag(torch.diagonal(kq_x))).abs().max().item()
-assert label_row_rest < 0.25 * pv[10, 10].abs().item() and off < 0.25 * torch.diagonal(kq_x).abs().min().item()
+assert label_row_rest < 0.25 * pv[10, 10].abs().item() and off < 0.25 * torch.diagonal(kq_x).abs().min().item(), \
+    "the trained layer's products do not have the construction's shape (none of your code runs here)"
 print(f"label row of P W_V: corner {pv[10, 10].item():.2f}, every other entry below {label_row_rest:.2f}; "
       f"rows writing into x slots: entries up to {pv[:10].abs().max().item():.2f}")
 print(f"x block of W_K^T W_Q: diagonal {torch.diagonal(kq_x).min().item():.2f}..{torch.diagonal(kq_x).max().item():.2f}, "
@@ -628,9 +722,15 @@ print(f"x block of W_K^T W_Q: diagonal {torch.diagonal(kq_x).min().item():.2f}..
 # when $n < d$ and infinitely many $w$ fit the prompt.
 #
 # **Exercise 8 (2 points).** Write `ridge_prediction(X, y, x_query, lam=0.0)`: $\langle \hat w_\lambda, x_q\rangle$,
-# batched, for every $n$ and $d$. For `lam == 0` return the min-norm least-squares prediction (use a pseudo-inverse
-# or `torch.linalg.lstsq` with a driver that returns the minimum-norm solution, such as `"gelsd"`), which must work
-# whether $n < d$, $n = d$ or $n > d$.
+# batched, for every $n$ and $d$. For `lam == 0` return the min-norm least-squares prediction
+# $\langle X^+ y, x_q\rangle$, which must work whether $n < d$, $n = d$ or $n > d$.
+#
+# *Hint.* For `lam > 0` the matrix $X^\top X + \lambda I$ is positive definite and `torch.linalg.solve` is right. For
+# `lam == 0` do **not** solve the normal equations $X^\top X\, w = X^\top y$: with $n < d$ the $d \times d$ matrix
+# $X^\top X$ has rank at most $n$, so it is singular, and `solve` raises an error or returns huge meaningless values
+# (the tests use $n = 1, d = 2$ and $n = 3, d = 8$). Use the pseudo-inverse, `torch.linalg.pinv(X) @ y.unsqueeze(-1)`,
+# or `torch.linalg.lstsq(X, y.unsqueeze(-1), driver="gelsd").solution` (a CPU driver that returns the minimum-norm
+# solution; on a GPU only the driver `"gels"` exists and it assumes full rank). Both are batched over leading axes.
 
 # %% tags=["solution"] grade_id="ridge_prediction"
 def ridge_prediction(X: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor, lam: float = 0.0) -> torch.Tensor:
@@ -679,7 +779,9 @@ for _n, _d, _lam in ((3, 8, 0.0), (8, 8, 0.0), (30, 8, 0.0), (3, 8, 0.2), (12, 4
 #   \dfrac{\sigma^2 d}{n-d-1}, & n \ge d+2,\end{cases}$$
 # and it is infinite for $|n - d| \le 1$. Near $n = d$ the matrix $X$ is square and nearly singular: interpolating
 # noisy labels needs a huge $w$. Ridge with $\lambda = \sigma^2$ and one GD step at its optimal $\eta^\star(n)$ have no
-# bump. Monte Carlo, with medians for the heavy-tailed points next to $n = d$:
+# bump. Monte Carlo, with medians for the heavy-tailed points next to $n = d$. This cell runs **your**
+# `ridge_prediction`, `optimal_one_step` and `gd_prediction` and checks what they give against the closed forms; if
+# one of them is wrong, the message names the exercise to revisit.
 
 # %%
 d_bump, sigma = 10, 0.5
@@ -687,23 +789,41 @@ ns = [2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 16, 20, 25, 30, 40]
 tasks = scaled(full=3000, reduced=800)
 curves = {"min-norm least squares": [], "ridge, λ = σ²": [], "one GD step at η*(n)": []}
 medians_ols = []
-for n in ns:
-    X, y, xq, yq, w = ci.sample_icl_batch(tasks, n, d_bump, noise_std=sigma, dtype=torch.float64,
-                                          generator=torch.Generator().manual_seed(1000 + n))
-    err_ols = (ridge_prediction(X, y, xq) - yq) ** 2
-    curves["min-norm least squares"].append(err_ols.mean().item())
-    medians_ols.append(err_ols.median().item())
-    curves["ridge, λ = σ²"].append(((ridge_prediction(X, y, xq, sigma ** 2) - yq) ** 2).mean().item())
-    eta_n = optimal_one_step(n, d_bump, sigma ** 2)[0]
-    curves["one GD step at η*(n)"].append(((gd_prediction(X, y, xq, eta_n, 1) - yq) ** 2).mean().item())
+gd_theory = []  # the closed-form risk of one GD step at your eta*(n)
+with your_functions():  # runs your ridge_prediction (Ex. 8), optimal_one_step (Ex. 7), gd_prediction (Ex. 3)
+    for n in ns:
+        X, y, xq, yq, w = ci.sample_icl_batch(tasks, n, d_bump, noise_std=sigma, dtype=torch.float64,
+                                              generator=torch.Generator().manual_seed(1000 + n))
+        err_ols = (ridge_prediction(X, y, xq) - yq) ** 2
+        curves["min-norm least squares"].append(err_ols.mean().item())
+        medians_ols.append(err_ols.median().item())
+        curves["ridge, λ = σ²"].append(((ridge_prediction(X, y, xq, sigma ** 2) - yq) ** 2).mean().item())
+        eta_n = optimal_one_step(n, d_bump, sigma ** 2)[0]
+        assert abs(eta_n - ci.optimal_eta_gaussian(n, d_bump, sigma ** 2)) < 1e-9, \
+            f"your optimal_one_step({n}, {d_bump}, {sigma ** 2}) gives eta* = {eta_n:.4f}: revisit Exercise 7"
+        curves["one GD step at η*(n)"].append(((gd_prediction(X, y, xq, eta_n, 1) - yq) ** 2).mean().item())
+        gd_theory.append(ci.one_step_risk_gaussian(n, d_bump, eta_n, sigma ** 2))
 theory = [ci.ols_risk_gaussian(n, d_bump, sigma ** 2) for n in ns]
 means_ols = curves["min-norm least squares"]
 peak = ns[max(range(len(ns)), key=lambda i: means_ols[i])]
 i_d = ns.index(d_bump)
-assert abs(peak - d_bump) <= 1 and medians_ols[i_d] > max(medians_ols[i_d - 2], medians_ols[i_d + 2])
+assert abs(peak - d_bump) <= 1 and medians_ols[i_d] > max(medians_ols[i_d - 2], medians_ols[i_d + 2]), \
+    (f"with your ridge_prediction(..., lam=0) the mean error peaks at n = {peak}, not within 1 of n = d = {d_bump} "
+     f"(or the median has no peak there): revisit Exercise 8, the min-norm solution for lam = 0")
 for n in (4, 16, 30):
     i = ns.index(n)
-    assert abs(curves["min-norm least squares"][i] / theory[i] - 1) < 0.25
+    assert abs(means_ols[i] / theory[i] - 1) < 0.25, \
+        (f"n = {n}: your min-norm least-squares error {means_ols[i]:.3f} is far from the closed form {theory[i]:.3f}: "
+         f"revisit Exercise 8 (lam = 0 must give X^+ y)")
+for i, n in enumerate(ns):
+    ridge, gd = curves["ridge, λ = σ²"][i], curves["one GD step at η*(n)"][i]
+    assert ridge < 1.05 * min(means_ols[i], gd), \
+        (f"n = {n}: your ridge_prediction with lam = σ² (error {ridge:.3f}) does worse than least squares "
+         f"({means_ols[i]:.3f}) or one GD step ({gd:.3f}), but ridge at lam = σ² is the best predictor: "
+         f"revisit Exercise 8")
+    assert 0.8 < gd / gd_theory[i] < 1.25, \
+        (f"n = {n}: one step of your gd_prediction has error {gd:.3f}, the closed form says {gd_theory[i]:.3f}: "
+         f"revisit Exercise 3 (and your gd_step, Exercise 2)")
 print(f"mean OLS error peaks at n = {peak} (d = {d_bump}), {means_ols[ns.index(peak)]:.1e}; the median has a local peak "
       f"at n = d, {medians_ols[i_d]:.2f} vs {medians_ols[i_d - 2]:.2f} (n = d - 2) and {medians_ols[i_d + 2]:.2f} (n = d + 2)")
 print("at n = 4, 16, 30 the mean matches the closed form: "
@@ -741,7 +861,9 @@ plt.close(fig)
 # the condition number of $S$: about $\frac{\kappa}{2}\log\frac1\varepsilon$ steps for an error $\varepsilon$.
 #
 # **Exercise 9 (2 points).** Write `contraction_factor(X, eta)`: $\rho(\eta)$ for each prompt, `X (..., n, d)` to
-# shape `X.shape[:-2]`. Use the eigenvalues of the $d\times d$ matrix $X^\top X$ (`torch.linalg.eigvalsh`).
+# shape `X.shape[:-2]`. Use the eigenvalues of the $d\times d$ matrix $X^\top X$ (`torch.linalg.eigvalsh`, batched
+# over leading axes, returns them in ascending order along the last axis). As in `gd_step`, $n$ is `X.shape[-2]`, the
+# number of examples, not `X.shape[-1]`.
 
 # %% tags=["solution"] grade_id="contraction_factor"
 def contraction_factor(X: torch.Tensor, eta: float) -> torch.Tensor:
@@ -761,7 +883,8 @@ check_close("contraction_factor of diag(2, 1), eta = 1.5 (overshoot)", call_quie
             torch.tensor(2.0, dtype=torch.float64), hint="take the absolute value: overshooting (1 - 3 = -2) counts")
 X = torch.randn(6, 30, 4, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
 check_close("contraction_factor on 6 prompts (n = 30, d = 4)", call_quietly(contraction_factor, X, 0.8),
-            ci.gd_contraction(X, 0.8))
+            ci.gd_contraction(X, 0.8), hint="n is X.shape[-2] (30 examples), not X.shape[-1]; take the max over the "
+                                             "eigenvalues of each prompt's own X^T X")
 ok("contraction_factor: max |1 - eta lambda_i / n| over the eigenvalues of X^T X")
 ### BEGIN HIDDEN TESTS
 _g = torch.Generator().manual_seed(109)
@@ -778,14 +901,20 @@ for _shape, _eta in (((2, 3, 50, 7), 0.6), ((5, 9, 3), 1.9), ((40, 8), 0.1)):
 # Marchenko–Pastur interval $[(1 - c^{-1/2})^2, (1 + c^{-1/2})^2]$ as $d$ grows, so
 # $\kappa \to \big(\frac{1 + c^{-1/2}}{1 - c^{-1/2}}\big)^2$: about 34 at $c = 2$, 9 at $c = 4$, 3.7 at $c = 10$,
 # **whatever $d$ is**. The best constant step for those edges is $\eta = n/(n+d)$. Measured at $d = 40$ the extreme
-# eigenvalues have not yet reached the edges, so $\kappa$ is somewhat below the limit (most visibly at $c = 2$):
+# eigenvalues have not yet reached the edges, so $\kappa$ is somewhat below the limit (most visibly at $c = 2$). The
+# cell runs your `contraction_factor` for $\rho$:
 
 # %%
 for c in (2, 4, 10):
     X = torch.randn(200, c * 40, 40, generator=torch.Generator().manual_seed(c), dtype=torch.float64)
     lam = torch.linalg.eigvalsh(X.transpose(-1, -2) @ X)
     kappa = (lam[:, -1] / lam[:, 0]).median().item()
-    rho = contraction_factor(X, c / (c + 1)).median().item()
+    with your_functions():  # runs your contraction_factor (Exercise 9)
+        rho = contraction_factor(X, c / (c + 1)).median().item()
+    rho_ref = ci.gd_contraction(X, c / (c + 1)).median().item()
+    assert abs(rho - rho_ref) < 1e-9, \
+        (f"c = {c}: your contraction_factor gives median ρ = {rho:.4f}, the companion's gd_contraction {rho_ref:.4f}: "
+         f"revisit Exercise 9")
     print(f"c = {c:2d}: median κ(XᵀX) at d = 40: {kappa:5.1f} (Marchenko–Pastur: {ci.gaussian_gram_condition_number(c):5.1f}); "
           f"median ρ at η = n/(n+d): {rho:.3f}")
 
@@ -796,8 +925,7 @@ for c in (2, 4, 10):
 # an error that decays geometrically in the number of loops $T$ at a rate governed by the condition number of the
 # data; as long as the input data has a constant condition number, which for Gaussian-like inputs holds with
 # $n = O(d)$ examples, the looped transformer reaches a small error. Earlier analyses of looped GD they cite needed
-# $n = \exp(\Omega(T))$ examples. (We read the abstract and the paper's summary; see their §5 for the exact bound and
-# constants.)
+# $n = \exp(\Omega(T))$ examples. The paper states the exact bound and its constants.
 #
 # **Theorem (Gatmiry, Saunshi, Reddi, Jegelka, Kumar 2024, "Can Looped Transformers Learn to Implement Multi-step
 # Gradient Descent for In-context Learning?", ICML, arXiv 2410.08292).** For in-context linear regression with a
@@ -808,10 +936,11 @@ for c in (2, 4, 10):
 # Our construction is a looped transformer whose $T$ loops *are* $T$ GD steps (Section 5), so the question "how many
 # loops?" is "how many GD steps?". Two experiments. **Across condition numbers:** fix $n = 40$, $d = 10$ and skew the
 # covariance of $x$ ($\kappa(\Sigma) = 1, 10, 100$, largest eigenvalue 1), $\eta = 0.8$. The error falls
-# geometrically, more slowly as $\kappa$ grows. The dotted line is the worst-direction bound $\rho^{2t}$ (median
-# $\rho$ over prompts): for $\kappa(\Sigma) = 1$ the error follows its slope; for skewed covariances the error first
-# drops fast (the large-eigenvalue directions converge in a few loops) and then crawls at the bound's rate, set by
-# the smallest eigenvalues.
+# geometrically, more slowly as $\kappa$ grows. Each panel also draws a dotted grey **slope guide**: it starts at the
+# error at $t = 0$ and falls like $\rho^{2t}$, the squared contraction factor of Exercise 9 (the median $\rho$ over
+# the panel's prompts; squared because the plot shows squared errors). For $\kappa(\Sigma) = 1$ the error falls at
+# roughly the guide's slope; for skewed covariances it first drops fast (the large-eigenvalue directions converge in a
+# few loops) and then crawls at about the guide's rate, which is set by the smallest eigenvalues.
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharey=True)
@@ -824,6 +953,15 @@ plt.show()
 plt.close(fig)
 
 # %% [markdown]
+# **Reading the dotted line.** The legend calls it the worst-direction bound because its slope comes from that bound,
+# but it is a guide to the *slope*, not an upper bound on the plotted curve. The contraction bound holds prompt by
+# prompt for the distance to the least-squares solution,
+# $\lVert w_t - \hat w\rVert \le \rho^t\,\lVert w_0 - \hat w\rVert$, with that prompt's own $\rho$. The curve is a
+# different quantity, the median over prompts of the query error $(\hat y_t - y_q)^2$. Turned into a bound on a query
+# error, the contraction gives $\rho^{2t}\lVert w_0 - \hat w\rVert^2\lVert x_q\rVert^2$, which starts higher than the
+# error at $t = 0$ where the guide starts. So nothing forces the curve below the line. Here each curve lies below its
+# guide because most directions contract faster than the slowest one: compare slopes, not heights.
+#
 # **The $n = O(d)$ claim.** Keep $n = c\,d$ and let $d$ grow from 5 to 80. Count the loops the construction (with the
 # edge-optimal step $\eta = n/(n+d)$) needs to bring the median relative error $|\hat y_T - y_q| / |y_q|$ below
 # $10^{-3}$. If $n$ had to grow exponentially in $T$, fixed $c$ would fail as $d$ grows; instead the loop count is
@@ -851,14 +989,16 @@ def loops_needed(n: int, d: int, eps: float = 1e-3, max_loops: int = 400, batch:
     return max_loops
 
 
-assert loops_needed(40, 10, construction=True) == loops_needed(40, 10)  # same count through the transformer
+assert loops_needed(40, 10, construction=True) == loops_needed(40, 10), \
+    "the looped construction and explicit GD need different loop counts (the companion's; none of your code runs here)"
 dims = scaled(full=[5, 10, 20, 40, 80], reduced=[5, 10, 20])
 table = {label: [loops_needed(f(d), d) for d in dims] for label, f in
          (("n = 2d", lambda d: 2 * d), ("n = 4d", lambda d: 4 * d), ("n = 10d", lambda d: 10 * d), ("n = d + 5", lambda d: d + 5))}
 for label, counts in table.items():
     shown = ", ".join(f"{c}" if c < 400 else ">= 400 (cap)" for c in counts)
     print(f"{label:>9s}: loops to median relative error 1e-3 for d = {dims}: {shown}")
-assert max(table["n = 4d"]) - min(table["n = 4d"]) <= 6 and table["n = d + 5"][-1] > 2 * table["n = d + 5"][0]
+assert max(table["n = 4d"]) - min(table["n = 4d"]) <= 6 and table["n = d + 5"][-1] > 2 * table["n = d + 5"][0], \
+    f"loop counts {table} do not show the expected pattern (none of your code runs here)"
 
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 for label, counts in table.items():
@@ -877,18 +1017,18 @@ plt.close(fig)
 # %% [markdown]
 # At $c = 4$ and $c = 10$ the loop counts are flat in $d$ (19 to 21, and 9 to 10, at full scale); at $c = 2$ they
 # creep up from 55 to 76 and level off, because $\kappa$ approaches its Marchenko–Pastur limit of 34 from below as $d$
-# grows (the finite-$d$ effect of the previous cell). Either way the count is bounded in $d$ and set by $c$, below the
-# worst-case $\frac{\kappa}{2}\ln\frac{1}{\varepsilon}$ (the median prompt converges faster than the worst
-# direction); with $n = d + 5$ it explodes. That is the qualitative content of Chen
-# et al.'s theorem at CPU scale. Their own
-# experiments train looped transformers; ours uses the exact construction, so it isolates the optimisation question
-# from the learning one.
+# grows (the finite-$d$ effect seen in the $\kappa$ table after Exercise 9). Either way the count is bounded in $d$
+# and set by $c$, below the worst-case $\frac{\kappa}{2}\ln\frac{1}{\varepsilon}$ (the median prompt converges faster
+# than the worst direction); with $n = d + 5$ it explodes. That is the qualitative content of Chen et al.'s theorem
+# at CPU scale. Their own experiments train looped transformers; ours uses the exact construction, so it isolates the
+# optimisation question from the learning one.
 #
 # ## 10. Fixed points of looped maps
 #
-# A looped network with no input injection is an iterated map $h \mapsto f(h)$; where it settles are its **fixed
-# points**. The looped GD construction is affine in the residuals: when $\rho < 1$ it is a contraction with exactly
-# one fixed point (the least-squares residuals), so every prompt has one answer. Nonlinear loops can have many.
+# A looped network with no input injection (the input is read once, at the start, and not added again in later loops)
+# is an iterated map $h \mapsto f(h)$; where it settles are its **fixed points**. The looped GD construction is affine
+# in the residuals: when $\rho < 1$ it is a contraction with exactly one fixed point (the least-squares residuals), so
+# every prompt has one answer. Nonlinear loops can have many.
 #
 # **Theorem (Ke, Li, Liang, Shi, Song 2024, "Advancing the Understanding of Fixed Point Iterations in Deep Neural
 # Networks: A Detailed Analytical Study", arXiv 2410.11279).** They give a sufficient condition, based on regions of
@@ -907,13 +1047,17 @@ for d in (1, 2, 4, 6, 8, 10):
                                                dtype=torch.float64) - 1)
     h = ci.iterate_map(ci.corner_map, h0, 60)
     limits = torch.unique(h.round(decimals=6), dim=0)
-    assert torch.equal(h.round(decimals=6), torch.sign(h0)) and limits.shape[0] <= 2 ** d
+    assert torch.equal(h.round(decimals=6), torch.sign(h0)) and limits.shape[0] <= 2 ** d, \
+        f"d = {d}: some start did not converge to the corner sign(h0) (companion code; none of yours runs here)"
     print(f"d = {d:2d}: {limits.shape[0]:5d} distinct limits from {h0.shape[0]} random starts (2^d = {2 ** d}); "
           f"each start lands on the corner sign(h0)")
 
 # %% [markdown]
-# At $d = 10$ and the reduced scale there are fewer starts than corners per orthant, so fewer than $2^{10}$ limits
-# appear; every limit is still a corner. Slopes at the fixed points, the reason the corners attract:
+# Each start lands on the corner of its own orthant, so the number of distinct limits is the number of orthants that
+# received at least one start. At full scale (20 000 starts) the 1024 orthants at $d = 10$ get about 20 starts each
+# and all $2^{10}$ corners appear. Under `TM_SCALE=reduced` there are 5 000 starts, about 5 per orthant, and a few
+# orthants (about $1024\,e^{-5000/1024} \approx 8$) get none, so slightly fewer than $2^{10}$ limits appear; every limit
+# is still a corner. Slopes at the fixed points, the reason the corners attract:
 
 # %%
 h = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64, requires_grad=True)
@@ -923,9 +1067,11 @@ print("f'(-1), f'(0), f'(1) =", [round(s, 3) for s in slopes.tolist()])
 # %% [markdown]
 # ### Explore: step size, condition number, loops
 #
-# The static figure first ($\eta = 0.8$, $\kappa(\Sigma) = 10$, 15 loops), then the widget. Push $\eta$ past
-# $2n/\lambda_{\max}$ and the loop diverges ($\rho > 1$); raise $\kappa$ and the slope flattens. The looped
-# construction (line) and explicit GD (circles) coincide for every setting.
+# The static figure first ($\eta = 0.8$, $\kappa(\Sigma) = 10$, 15 loops, $n = 40$, $d = 10$), then the widget. Push
+# $\eta$ past $2n/\lambda_{\max}$ and the loop diverges ($\rho > 1$): for the median prompt that happens above
+# $\eta \approx 1.0$ at $\kappa = 1$, $1.7$ at $\kappa = 10$ and $1.9$ at $\kappa = 100$ (a skewed covariance with
+# largest eigenvalue 1 has a smaller $\lambda_{\max}$). Raise $\kappa$ and the slope flattens. The looped construction
+# (line) and explicit GD (circles) coincide for every setting.
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -934,9 +1080,6 @@ plt.show()
 plt.close(fig)
 
 # %% tags=["nbval-ignore-output"]
-import ipywidgets as widgets
-
-
 def show_loops(eta: float = 0.8, log10_kappa: float = 1.0, loops: int = 15) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ci.plot_icl_loops(eta, 10 ** log10_kappa, loops, ax=ax)
@@ -1008,8 +1151,9 @@ for name, t in times.items():
 # * **The equivalence needs this architecture:** linear attention (no softmax), the token layout $(x_i, y_i)$ in one
 #   token, no layer norm or MLP in between. Softmax attention computes a kernel smoother, not a GD step; real
 #   transformers first have to assemble such tokens (von Oswald et al. discuss an induction-head-like first layer).
-# * **$\eta$ depends on the scale of $x$.** The optimal step for $U(-1,1)$ inputs is three times the Gaussian one
-#   because the variance is $\frac13$; a layer trained on one distribution is mistuned on another.
+# * **$\eta$ depends on the distribution of $x$.** The optimal step for $U(-1,1)$ inputs, $3n/(n + d - \frac15)$, is
+#   about 3.18 times the Gaussian one at $n = d = 10$: a factor 3 from the variance $\frac13$, the rest from the
+#   lighter tails (fourth moment). A layer trained on one distribution is mistuned on another.
 # * **One step is not least squares.** For $n \gg d$, one GD step stays far from ridge; a single LSA layer cannot fix
 #   that (Mahankali et al.; Ahn et al.). More layers or loops, or preconditioning, are needed.
 # * **Ridgeless least squares near $n = d$** has unbounded expected error with noisy labels; "more examples" can make

@@ -231,6 +231,12 @@ def optimal_one_step(n, d, noise_var=0.0):
     eta = 1.0
     return eta, float(d * (1 - 2 * eta + eta ** 2 * (n + d + 1 + noise_var) / n))
 ''',
+        # noise_var read as a standard deviation and squared
+        "noise_var_as_std": '''
+def optimal_one_step(n, d, noise_var=0.0):
+    eta = n / (n + d + 1 + noise_var ** 2)
+    return float(eta), float(d * (1 - eta))
+''',
         # risk as 1/2 MSE
         "half_risk": '''
 def optimal_one_step(n, d, noise_var=0.0):
