@@ -86,6 +86,27 @@ def load_balancing_loss(router_logits, k):
     P = torch.softmax(router_logits, dim=0).sum(dim=0) / n_experts
     return n_experts * (f * P).sum()
 ''',
+        # right value, but computed without gradient ("f has no gradient" applied to the whole loss)
+        "no_gradient": '''
+def load_balancing_loss(router_logits, k):
+    n_tokens, n_experts = router_logits.shape
+    with torch.no_grad():
+        probs = torch.softmax(router_logits, dim=-1)
+        experts = probs.topk(k, dim=-1).indices
+        f = F.one_hot(experts, n_experts).sum(dim=(0, 1)).to(probs.dtype) / n_tokens
+        return n_experts * (f * probs.mean(dim=0)).sum()
+''',
+        # gradient through f as well (straight-through: f's value, P's gradient added to it)
+        "gradient_through_f": '''
+def load_balancing_loss(router_logits, k):
+    n_tokens, n_experts = router_logits.shape
+    probs = torch.softmax(router_logits, dim=-1)
+    experts = probs.topk(k, dim=-1).indices
+    P = probs.mean(dim=0)
+    f = F.one_hot(experts, n_experts).sum(dim=(0, 1)).to(probs.dtype) / n_tokens
+    f = f + k * (P - P.detach())
+    return n_experts * (f * P).sum()
+''',
     },
     "router_z_loss": {
         "not_squared": '''
@@ -174,6 +195,15 @@ def expected_drop_fraction(n_tokens, n_experts, capacity):
     total = 0.0
     for n in range(capacity + 1, n_tokens + 1):
         total += math.exp(-lam + n * math.log(lam) - math.lgamma(n + 1)) * (n - capacity)
+    return n_experts * total / n_tokens
+''',
+        # math.comb times float powers: right for small T, OverflowError at T = 4096
+        "comb_overflows": '''
+def expected_drop_fraction(n_tokens, n_experts, capacity):
+    p = 1.0 / n_experts
+    total = 0.0
+    for n in range(capacity + 1, n_tokens + 1):
+        total += math.comb(n_tokens, n) * p ** n * (1 - p) ** (n_tokens - n) * (n - capacity)
     return n_experts * total / n_tokens
 ''',
         # per expert, not summed over the E experts
