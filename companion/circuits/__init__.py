@@ -37,6 +37,7 @@ from companion.circuits.formulas import (
     plot_formula,
     random_formula,
     rake_label,
+    rake_schedule,
     reduce_step,
     sized_formula,
 )
@@ -48,5 +49,5 @@ __all__ = [
     "plot_circuit_sizes",
     "FormulaTree", "compose", "contraction_schedule", "cot_trace", "evaluate_formula",
     "evaluate_formula_parallel", "formula_depth", "max_rounds_bound", "parse_formula", "plot_formula",
-    "random_formula", "rake_label", "reduce_step", "sized_formula",
+    "random_formula", "rake_label", "rake_schedule", "reduce_step", "sized_formula",
 ]

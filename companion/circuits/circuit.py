@@ -28,7 +28,8 @@ Conventions (the usual ones of circuit complexity):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,28 +64,68 @@ class Gate:
         return self.k, False
 
 
+def _as_wire(w: object, where: str) -> int:
+    """A wire id must be an integer (Python int, NumPy or 0-d integer tensor); not a bool or a float."""
+    if isinstance(w, bool) or (isinstance(w, torch.Tensor) and w.dtype == torch.bool):
+        raise TypeError(f"{where}: a wire id is an int, got the bool {w!r}")
+    try:
+        return operator.index(w)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{where}: a wire id is an int, got {w!r} ({type(w).__name__})") from None
+
+
 def _check_gate(kind: str, inputs: Sequence[int], k: int | None) -> Gate:
+    if not isinstance(kind, str):
+        raise TypeError(f"the gate kind is a str, one of {GATE_KINDS}; got {kind!r}")
     kind = kind.upper()
     if kind not in GATE_KINDS:
         raise ValueError(f"unknown gate kind {kind!r}; expected one of {GATE_KINDS}")
-    ins = tuple(int(i) for i in inputs)
+    if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Iterable):
+        raise TypeError(f"a {kind} gate's inputs are a sequence of wire ids, got {inputs!r}")
+    ins = tuple(_as_wire(i, f"{kind} gate input") for i in inputs)
     if kind == "CONST":
         if ins:
-            raise ValueError("a CONST gate has no inputs")
-        if k not in (0, 1, True, False):
-            raise ValueError(f"a CONST gate needs its value k = 0 or 1, got {k!r}")
-        return Gate(kind, (), int(k))
+            raise ValueError(f"a CONST gate has no inputs, got {len(ins)}")
+        if isinstance(k, bool) or (isinstance(k, int) and k in (0, 1)):
+            return Gate(kind, (), int(k))
+        raise ValueError(f"a CONST gate needs its value k = 0 or 1 (or a bool), got {k!r}")
     if kind == "NOT" and len(ins) != 1:
         raise ValueError(f"a NOT gate has fan-in 1, got {len(ins)} inputs")
     if not ins:
-        raise ValueError(f"a {kind} gate needs at least one input")
+        raise ValueError(f"a {kind} gate needs at least one input, got none")
     if kind == "THRESHOLD":
-        if k is None or int(k) != k or k < 0:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ValueError(f"a THRESHOLD gate needs an integer k >= 0, got {k!r}")
         return Gate(kind, ins, int(k))
     if k is not None:
         raise ValueError(f"only THRESHOLD (k) and CONST (value) gates take k; got k={k!r} for {kind}")
     return Gate(kind, ins, None)
+
+
+def _check_n_inputs(n_inputs: object) -> None:
+    if isinstance(n_inputs, bool) or not isinstance(n_inputs, int):
+        raise TypeError(f"n_inputs must be a non-negative int, got {n_inputs!r} ({type(n_inputs).__name__})")
+    if n_inputs < 0:
+        raise ValueError(f"n_inputs must be a non-negative int, got {n_inputs}")
+
+
+@dataclass
+class _Level:
+    """One level of the evaluation plan (see :meth:`Circuit._build_plan`)."""
+
+    n_reads: int
+    gather: list[tuple[int, torch.Tensor, torch.Tensor]]  # (block, columns in the block, positions in reads)
+    whole_block: int | None  # the level reads exactly this block, in order
+    incidence: torch.Tensor | None  # (n_reads, n_gates) counts, or None: use src/dst with index_add
+    src: torch.Tensor  # (edges,) position in reads of each gate input
+    dst: torch.Tensor  # (edges,) gate of each gate input
+    threshold: torch.Tensor  # (n_gates,) float32
+    negate: torch.Tensor  # (n_gates,) bool
+
+    def to(self, device: torch.device) -> "_Level":
+        return _Level(self.n_reads, [(b, c.to(device), w.to(device)) for b, c, w in self.gather], self.whole_block,
+                      None if self.incidence is None else self.incidence.to(device), self.src.to(device),
+                      self.dst.to(device), self.threshold.to(device), self.negate.to(device))
 
 
 class Circuit:
@@ -104,12 +145,13 @@ class Circuit:
     DENSE_LIMIT = 1 << 22  # a level whose (wires read) x (gates) incidence has more entries uses index_add
 
     def __init__(self, n_inputs: int) -> None:
-        if not isinstance(n_inputs, int) or n_inputs < 0:
-            raise ValueError(f"n_inputs must be a non-negative int, got {n_inputs!r}")
+        _check_n_inputs(n_inputs)
         self.n_inputs = n_inputs
         self.gates: list[Gate] = []
         self.outputs: list[int] = []
-        self._plan: list[tuple[torch.Tensor, ...]] | None = None
+        self._plan: list[_Level] | None = None  # built by the first evaluate(); reset when the circuit changes
+        self._plans: dict[str, list[_Level]] = {}  # the plan's tensors on each device used so far
+        self._out_where: list[tuple[int, int]] = []
 
     # ---------------------------------------------------------------- building
     @property
@@ -131,17 +173,22 @@ class Circuit:
 
     def input(self, i: int) -> int:
         """Wire id of input ``i`` (it is ``i``)."""
+        i = _as_wire(i, "input()")
         if not 0 <= i < self.n_inputs:
             raise ValueError(f"input index {i} out of range 0..{self.n_inputs - 1}")
         return i
 
     def set_outputs(self, outputs: Sequence[int]) -> "Circuit":
-        outs = [int(w) for w in outputs]
+        """Set the output wires (any wires, inputs included, in any order); returns the circuit."""
+        if isinstance(outputs, (str, bytes)) or not isinstance(outputs, Iterable):
+            raise TypeError(f"outputs is a sequence of wire ids, got {outputs!r}")
+        outs = [_as_wire(w, "output") for w in outputs]
         if not outs:
             raise ValueError("a circuit needs at least one output wire")
         for w in outs:
             self._check_wire(w, "the output list")
         self.outputs = outs
+        self._plan = None
         return self
 
     @classmethod
@@ -153,7 +200,12 @@ class Circuit:
         Gate ``j`` of the list is wire ``n_inputs + j``; inputs may refer to any
         wire, earlier or later. Raises ``ValueError`` on a cycle or a dangling wire.
         """
-        parsed = [_check_gate(g[0], g[1], g[2] if len(g) > 2 else None) for g in gates]
+        _check_n_inputs(n_inputs)
+        parsed = []
+        for j, g in enumerate(gates):
+            if not isinstance(g, (tuple, list)) or len(g) not in (2, 3):
+                raise TypeError(f"gate {j}: expected (kind, inputs) or (kind, inputs, k), got {g!r}")
+            parsed.append(_check_gate(g[0], g[1], g[2] if len(g) > 2 else None))
         n_wires = n_inputs + len(parsed)
         for j, g in enumerate(parsed):
             for w in g.inputs:
@@ -185,7 +237,8 @@ class Circuit:
         for j in order:
             g = parsed[j]
             c.gates.append(Gate(g.kind, tuple(new_id[w] for w in g.inputs), g.k))
-        c.set_outputs([new_id[int(w)] if 0 <= int(w) < n_wires else int(w) for w in outputs])
+        outs = [_as_wire(w, "output") for w in outputs]
+        c.set_outputs([new_id[w] if 0 <= w < n_wires else w for w in outs])
         return c
 
     # ---------------------------------------------------------------- measures
@@ -230,12 +283,14 @@ class Circuit:
                 f"fan_in={self.fan_in}, outputs={len(self.outputs)}, gates={kinds})")
 
     # ---------------------------------------------------------------- evaluation
-    def _build_plan(self) -> list[tuple[torch.Tensor, ...]]:
-        """Group gates into levels (every gate after all gates it reads), one tensor bundle per level.
+    def _build_plan(self) -> list[_Level]:
+        """Group gates into levels (every gate after all gates it reads), one :class:`_Level` per level.
 
-        Per level: the gates' wire ids, the distinct wires they read, the (read wire, gate)
-        incidence (a dense count matrix when it is small, else an edge list for ``index_add``),
-        and each gate's threshold and negation.
+        Values live in *blocks*: block 0 is the inputs, block ``b >= 1`` the gates of level ``b`` in
+        order. A level reads the distinct wires ``reads`` (possibly none: a level of CONST gates) and
+        gathers them from their blocks; the (read wire, gate) incidence is a dense count matrix when it
+        is small, else an edge list for ``index_add``. Everything here depends only on the circuit, so
+        it is built once and cached (per device, see :meth:`_plan_on`).
         """
         level = [0] * self.n_wires
         for j, g in enumerate(self.gates):
@@ -243,8 +298,11 @@ class Circuit:
         by_level: dict[int, list[int]] = {}
         for j in range(len(self.gates)):
             by_level.setdefault(level[self.n_inputs + j], []).append(j)
+        block_of = [0] * self.n_inputs + [-1] * len(self.gates)
+        col_of = list(range(self.n_inputs)) + [-1] * len(self.gates)
+        block_width = [self.n_inputs]
         plan = []
-        for lv in sorted(by_level):
+        for b, lv in enumerate(sorted(by_level), start=1):
             js = by_level[lv]
             reads = sorted({w for j in js for w in self.gates[j].inputs})
             col = {w: i for i, w in enumerate(reads)}
@@ -256,21 +314,43 @@ class Circuit:
                 tj, nj = g.threshold()
                 t.append(tj)
                 neg.append(nj)
+            # where each read wire lives: one (block, columns in that block, positions in `reads`) per block
+            groups: dict[int, tuple[list[int], list[int]]] = {}
+            for pos, w in enumerate(reads):
+                cols, where = groups.setdefault(block_of[w], ([], []))
+                cols.append(col_of[w])
+                where.append(pos)
+            whole = (len(groups) == 1 and len(reads) == block_width[next(iter(groups))]
+                     and next(iter(groups.values()))[0] == list(range(len(reads))))
             src_t, dst_t = torch.tensor(src, dtype=torch.long), torch.tensor(dst, dtype=torch.long)
-            dense = len(reads) * len(js) <= self.DENSE_LIMIT
-            if dense:  # counts = values[:, reads] @ incidence: one matmul
+            if len(reads) * len(js) <= self.DENSE_LIMIT:  # counts = values[:, reads] @ incidence: one matmul
                 incidence = torch.zeros(len(reads), len(js))
                 incidence.index_put_((src_t, dst_t), torch.ones(len(src)), accumulate=True)
             else:
-                incidence = torch.empty(0)
-            plan.append((
-                torch.tensor([self.n_inputs + j for j in js], dtype=torch.long),
-                torch.tensor(reads, dtype=torch.long),
-                incidence, src_t, dst_t,
-                torch.tensor(t, dtype=torch.float32),
-                torch.tensor(neg, dtype=torch.bool),
+                incidence = None
+            plan.append(_Level(
+                n_reads=len(reads),
+                gather=[(blk, torch.tensor(cols, dtype=torch.long), torch.tensor(where, dtype=torch.long))
+                        for blk, (cols, where) in sorted(groups.items())],
+                whole_block=next(iter(groups)) if whole else None,
+                incidence=incidence, src=src_t, dst=dst_t,
+                threshold=torch.tensor(t, dtype=torch.float32), negate=torch.tensor(neg, dtype=torch.bool),
             ))
+            for local, j in enumerate(js):
+                block_of[self.n_inputs + j], col_of[self.n_inputs + j] = b, local
+            block_width.append(len(js))
+        self._out_where = [(block_of[w], col_of[w]) for w in self.outputs]
         return plan
+
+    def _plan_on(self, device: torch.device) -> list[_Level]:
+        """The evaluation plan with its tensors on ``device``, built and uploaded once per device."""
+        if self._plan is None:
+            self._plan = self._build_plan()
+            self._plans = {}
+        key = str(device)
+        if key not in self._plans:
+            self._plans[key] = [lvl.to(device) for lvl in self._plan]
+        return self._plans[key]
 
     def evaluate(self, inputs: torch.Tensor) -> torch.Tensor:
         """Evaluate on a batch of input vectors.
@@ -278,7 +358,8 @@ class Circuit:
         inputs: bool (or 0/1 integer) tensor of shape ``(batch, n_inputs)`` or ``(n_inputs,)``.
         Returns a bool tensor of shape ``(batch, n_outputs)`` (or ``(n_outputs,)``), on the
         inputs' device. Cost per level of the DAG: one gather and one matrix product
-        (``index_add`` when the level's incidence matrix would be large).
+        (``index_add`` when the level's incidence matrix would be large). The level plan is
+        built on the first call and kept on each device it has been used on.
         """
         if not self.outputs:
             raise ValueError("set the outputs first (set_outputs)")
@@ -294,38 +375,25 @@ class Circuit:
                 raise TypeError(f"inputs must be bool or 0/1 integers, got {x.dtype}")
             if ((x != 0) & (x != 1)).any():
                 raise ValueError("integer inputs must be 0 or 1")
-        if self._plan is None:
-            self._plan = self._build_plan()
         dev = x.device
-        # values live in blocks: the inputs, then one (batch, gates) block per level; float32 holds
-        # every count exactly (fan-in < 2**24). A level that reads a whole block in order reads it in place.
+        plan = self._plan_on(dev)
+        batch = x.shape[0]
+        # float32 holds every count exactly (fan-in < 2**24)
         blocks = [x.to(torch.float32)]
-        where_block = torch.zeros(self.n_wires, dtype=torch.long)
-        where_col = torch.arange(self.n_wires)
-        for bundle in self._plan:
-            ids, reads, incidence, src, dst, t, neg = bundle
-            rb = where_block[reads]
-            first = int(rb[0])
-            if bool((rb == first).all()) and reads.numel() == blocks[first].shape[1] and bool(
-                    (where_col[reads] == torch.arange(reads.numel())).all()):
-                inp = blocks[first]
+        for lvl in plan:
+            if lvl.whole_block is not None:  # the level reads one whole block, in order: no copy
+                inp = blocks[lvl.whole_block]
             else:
-                parts = [blocks[b][:, where_col[reads[rb == b]].to(dev)] for b in rb.unique().tolist()]
-                order = torch.cat([torch.nonzero(rb == b).flatten() for b in rb.unique().tolist()])
-                inp = torch.empty(x.shape[0], reads.numel(), dtype=torch.float32, device=dev)
-                inp[:, order.to(dev)] = torch.cat(parts, 1)
-            if incidence.numel():
-                counts = inp @ incidence.to(dev)
+                inp = torch.empty(batch, lvl.n_reads, dtype=torch.float32, device=dev)
+                for blk, cols, where in lvl.gather:
+                    inp[:, where] = blocks[blk][:, cols]
+            if lvl.incidence is not None:
+                counts = inp @ lvl.incidence
             else:
-                counts = torch.zeros(x.shape[0], ids.numel(), dtype=torch.float32, device=dev)
-                counts.index_add_(1, dst.to(dev), inp[:, src.to(dev)])
-            out = (counts >= t.to(dev)) ^ neg.to(dev)
-            where_block[ids] = len(blocks)
-            where_col[ids] = torch.arange(ids.numel())
-            blocks.append(out.to(torch.float32))
-        outs = torch.tensor(self.outputs, dtype=torch.long)
-        ob = where_block[outs]
-        result = torch.stack([blocks[int(b)][:, int(c)] for b, c in zip(ob, where_col[outs])], 1) > 0.5
+                counts = torch.zeros(batch, lvl.threshold.numel(), dtype=torch.float32, device=dev)
+                counts.index_add_(1, lvl.dst, inp[:, lvl.src])
+            blocks.append(((counts >= lvl.threshold) ^ lvl.negate).to(torch.float32))
+        result = torch.stack([blocks[b][:, c] for b, c in self._out_where], 1) > 0.5
         return result[0] if single else result
 
     def evaluate_loop(self, inputs: Sequence[Sequence[int]] | torch.Tensor) -> list[list[int]]:

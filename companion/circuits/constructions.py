@@ -44,13 +44,36 @@ def all_inputs(n: int, device: torch.device | str | None = None) -> torch.Tensor
 
 
 def int_to_bits(values: torch.Tensor, n: int) -> torch.Tensor:
-    """Integers (any shape) to their n low bits, least significant first: shape ``values.shape + (n,)``, bool."""
-    return ((values[..., None] >> torch.arange(n, device=values.device)) & 1).bool()
+    """Non-negative integers (any shape) to their n low bits, least significant first.
+
+    values: an integer tensor of any shape, entries in ``0 .. 2**63 - 1``; n: 0 .. 63.
+    Returns a bool tensor of shape ``values.shape + (n,)`` (bits of ``v mod 2**n``).
+    """
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"values must be an integer torch.Tensor, got {type(values).__name__}")
+    if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
+        raise TypeError(f"values must be an integer tensor (e.g. int64), got dtype {values.dtype}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 63:
+        raise ValueError(f"n must be an int in 0..63, got {n!r}")
+    if values.numel() and bool((values < 0).any()):
+        raise ValueError(f"values must be non-negative, got a minimum of {int(values.min())}")
+    return ((values.long()[..., None] >> torch.arange(n, device=values.device)) & 1).bool()
 
 
 def bits_to_int(bits: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`int_to_bits`: ``(..., n)`` bits, LSB first, to int64 values of shape ``(...)``."""
+    if not isinstance(bits, torch.Tensor):
+        raise TypeError(f"bits must be a bool or 0/1 integer torch.Tensor, got {type(bits).__name__}")
+    if bits.dim() == 0:
+        raise ValueError("bits must have at least one axis (the last axis holds the bits), got a 0-d tensor")
     n = bits.shape[-1]
+    if n > 63:
+        raise ValueError(f"at most 63 bits fit in int64, got {n}")
+    if bits.dtype != torch.bool:
+        if bits.is_floating_point() or bits.is_complex():
+            raise TypeError(f"bits must be bool or 0/1 integers, got dtype {bits.dtype}")
+        if bits.numel() and bool(((bits != 0) & (bits != 1)).any()):
+            raise ValueError("integer bits must be 0 or 1")
     return (bits.long() << torch.arange(n, device=bits.device)).sum(-1)
 
 
@@ -65,9 +88,13 @@ def parity_circuit(n: int, basis: str = "ac0") -> Circuit:
     """PARITY of n bits (true iff an odd number are true).
 
     * ``basis="ac0"``: a depth-2 DNF, the OR of one AND term per odd-weight input
-      vector: ``2**(n-1)`` AND gates of fan-in n, n NOT gates, one OR. Exponential
-      size, and by Hastad (1986) every depth-2 circuit for parity has at least
-      ``2**(n-1) + 1`` gates... of this kind: each term must fix all n variables.
+      vector: ``2**(n-1)`` AND gates of fan-in n, n NOT gates, one OR
+      (``n + 2**(n-1) + 1`` gates). Exponential size, and unavoidable at depth 2: a
+      term that leaves some variable free accepts two inputs of different parity, so
+      every DNF for parity has ``2**(n-1)`` terms (and, dually, every CNF ``2**(n-1)``
+      clauses). This counting argument is elementary. For every constant depth d,
+      Hastad (1986, the switching lemma) shows that AND/OR/NOT circuits for parity need
+      ``exp(Omega(n**(1/(d-1))))`` gates.
     * ``basis="tc0"``: depth 2, ``n + floor(n/2) + 1`` gates. Layer 1:
       ``G_k = [x_1 + ... + x_n >= k]`` for k = 1..n. Since ``sum_k (-1)^(k+1) G_k``
       is 1 when the count s is odd and 0 when it is even, parity is a single
@@ -96,9 +123,11 @@ def adder_circuit(n: int) -> Circuit:
     ``g_j = a_j AND b_j`` (generate), ``p_j = a_j OR b_j`` (propagate);
     carry into bit i: ``c_i = OR_{j<i} (g_j AND p_{j+1} AND ... AND p_{i-1})``;
     sum bit ``s_i = a_i XOR b_i XOR c_i`` with the depth-2 threshold parity of three
-    bits. Depth 5 whatever n (AND/OR, AND, OR, then two threshold layers); size
-    O(n^2) gates. Addition is in AC0 (the XOR could be a DNF); threshold gates
-    just keep it small.
+    bits. Depth (NOT free): 5 for every n >= 3 (g and p, the AND terms, the OR of the
+    carry c_i for i >= 2, then two threshold layers); 2 for n = 1 (no carry enters bit 0,
+    and c_1 = OR(g_0) has depth 2); 4 for n = 2 (c_1 has depth 2, so s_1 has depth 4, and
+    c_2 depth 3). Size O(n^2) gates (751 at n = 32). Addition is in AC0 (the XOR could be
+    a DNF); threshold gates just keep it small.
     """
     _check_n(n)
     c = Circuit(2 * n)
@@ -126,14 +155,15 @@ def adder_circuit(n: int) -> Circuit:
 
 
 def comparison_circuit(n: int) -> Circuit:
-    """``[a > b]`` for two n-bit unsigned numbers: an AC0 circuit of depth 4.
+    """``[a > b]`` for two n-bit unsigned numbers: an AC0 circuit of depth 4 (n >= 2).
 
     ``a > b`` iff for some i, ``a_i = 1, b_i = 0`` and ``a_l = b_l`` for every
     more significant l > i. Equality of two bits is
     ``e_l = (a_l AND b_l) OR (NOT a_l AND NOT b_l)`` (depth 2); the term for i is an
-    AND (depth 3, since e_l enters it) and the answer an OR of the n terms (depth 4).
-    A variant with ``e_l`` replaced by ``NOT (a_l XOR b_l)`` in threshold form
-    has the same depth. Size O(n) gates, O(n^2) wires.
+    AND (depth 3 when some e_l enters it) and the answer an OR of the n terms: depth 4
+    for n >= 2. For n = 1 the only term is ``a_0 AND NOT b_0`` and the depth is 2 (the
+    circuit still builds an unused e_0). Size 6n + 1 gates (2n NOT, 3n for the e_l,
+    n terms, one OR), O(n^2) wires.
     """
     _check_n(n)
     c = Circuit(2 * n)
@@ -189,8 +219,8 @@ def plot_circuit_sizes(ns: Sequence[int], ax=None, *, max_ac0: int = 14):
         "parity, AC0 (DNF, depth 2)": lambda n: parity_circuit(n, "ac0"),
         "parity, TC0 (threshold, depth 2)": lambda n: parity_circuit(n, "tc0"),
         "majority (depth 1)": majority_circuit,
-        "n-bit adder (depth 5)": adder_circuit,
-        "n-bit comparison (depth 4)": comparison_circuit,
+        "n-bit adder (depth 5 for n >= 3)": adder_circuit,
+        "n-bit comparison (depth 4 for n >= 2)": comparison_circuit,
     }
     for name, build in builders.items():
         xs = [n for n in ns if not (name.startswith("parity, AC0") and n > max_ac0)]

@@ -38,9 +38,11 @@ __all__ = [
     "evaluate_formula_parallel",
     "formula_depth",
     "parse_formula",
+    "max_rounds_bound",
     "plot_formula",
-    "random_formula",
     "rake_label",
+    "rake_schedule",
+    "random_formula",
     "reduce_step",
     "sized_formula",
 ]
@@ -179,8 +181,10 @@ def random_formula(depth: int, *, generator: torch.Generator, p_not: float = 0.2
     depth-(d-1) formula, else ``(A op B)`` with op uniform in {&, |}, one operand of
     depth d-1 and the other of a depth uniform in 0..d-1 (on a random side).
     """
-    if not isinstance(depth, int) or depth < 0:
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise ValueError(f"depth must be a non-negative int, got {depth!r}")
+    if isinstance(p_not, bool) or not isinstance(p_not, (int, float)) or not 0 <= p_not <= 1:
+        raise ValueError(f"p_not must be a probability in [0, 1], got {p_not!r}")
     rng = _rng(generator)
 
     def gen(d: int) -> str:
@@ -204,8 +208,8 @@ def sized_formula(n_leaves: int, *, generator: torch.Generator, shape: str = "ra
     * ``"caterpillar"``: a left spine ``((((c op c) op c) op c) ...)``, depth n - 1.
     Each subformula is negated with probability ``p_not``.
     """
-    if n_leaves < 1:
-        raise ValueError(f"n_leaves must be >= 1, got {n_leaves}")
+    if isinstance(n_leaves, bool) or not isinstance(n_leaves, int) or n_leaves < 1:
+        raise ValueError(f"n_leaves must be an int >= 1, got {n_leaves!r}")
     rng = _rng(generator)
     neg = lambda: "!" if rng.random() < p_not else ""  # noqa: E731
     if shape == "caterpillar":
@@ -287,6 +291,8 @@ def rake_label(op: str, x: int, f_parent: tuple[int, int], f_sibling: tuple[int,
 
 
 def _contract(s: str, record: bool = False):
+    """Tree contraction of ``s``: ``(value, rounds)``, or with ``record`` also the tree, each node's removal
+    round and the leaves raked in each half-round."""
     t = parse_formula(s)
     n = len(t.kind)
     # absorb NOT nodes into edge labels: each non-NOT node's label is NOT^(number of NOTs right above it)
@@ -318,13 +324,16 @@ def _contract(s: str, record: bool = False):
     value = {v: int(t.kind[v]) for v in leaves}
     removed_at = [0 if not keep[v] else -1 for v in range(n)]  # NOT nodes: absorbed before round 1
     rounds = 0
+    halves: list[list[int]] = []
     while len(leaves) > 1:
         rounds += 1
         odd = leaves[0::2]  # leaves numbered 1, 3, 5, ... (1-based)
         for want_left in (True, False):  # two synchronous sub-steps; no two rakes interfere
+            halves.append([])
             for leaf in odd:
                 if is_left[leaf] != want_left:
                     continue
+                halves[-1].append(leaf)
                 p = parent[leaf]
                 sib = child[p][1] if want_left else child[p][0]
                 x = label[leaf][value[leaf]]
@@ -340,7 +349,7 @@ def _contract(s: str, record: bool = False):
     final = label[root][value[root]]
     removed_at[root] = rounds
     if record:
-        return bool(final), rounds, t, removed_at
+        return bool(final), rounds, t, removed_at, halves
     return bool(final), rounds
 
 
@@ -361,8 +370,21 @@ def evaluate_formula_parallel(s: str) -> tuple[bool, int]:
 
 def contraction_schedule(s: str) -> tuple[FormulaTree, list[int]]:
     """The parsed tree and, for each node, the round in which contraction removed it (0: a NOT, absorbed)."""
-    _, _, t, removed = _contract(s, record=True)
+    _, _, t, removed, _ = _contract(s, record=True)
     return t, removed
+
+
+def rake_schedule(s: str) -> tuple[FormulaTree, list[list[int]]]:
+    """The parsed tree and the leaves raked in each half-round, in order.
+
+    Entry ``2r`` lists the node ids (of :func:`parse_formula`'s tree) of the leaves raked in the first
+    sub-step of round ``r + 1`` (odd-numbered leaves that are left children), entry ``2r + 1`` those of
+    the second sub-step (right children); ``len(halves) == 2 * rounds``. A schedule is valid when, in
+    the tree as it stands before each half-round, no two of its leaves share a parent and no leaf's
+    parent is another's grandparent: then the rakes of a half-round commute, and run in one parallel step.
+    """
+    _, _, t, _, halves = _contract(s, record=True)
+    return t, halves
 
 
 def plot_formula(s: str, ax=None, *, title: str | None = None, max_nodes: int = 400):
