@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "DISPATCHES",
+    "GROUPED_MM_DTYPES",
     "HAS_GROUPED_MM",
     "MoELayer",
     "ThreadComm",
@@ -54,6 +55,7 @@ __all__ = [
     "expert_capacity",
     "expert_choice_route",
     "expert_parallel_moe_ffn",
+    "fuse_gate_up",
     "init_moe_params",
     "load_balancing_loss",
     "moe_ffn",
@@ -87,6 +89,22 @@ def _check_logits(router_logits: torch.Tensor, name: str = "router_logits") -> t
     return int(router_logits.shape[0]), int(router_logits.shape[1])
 
 
+def _check_expert_ids(experts: torch.Tensor, n_experts: int, name: str = "experts") -> None:
+    """experts: (T, k) integer ids in [0, n_experts)."""
+    if not isinstance(experts, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(experts).__name__}")
+    if experts.dim() != 2:
+        raise ValueError(f"{name} must have shape (tokens, k), got {tuple(experts.shape)}")
+    if experts.is_floating_point() or experts.is_complex() or experts.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer expert ids (int64), got {experts.dtype}")
+    if not isinstance(n_experts, int) or isinstance(n_experts, bool) or n_experts < 1:
+        raise ValueError(f"n_experts must be a positive int, got {n_experts!r}")
+    if experts.numel():
+        lo, hi = int(experts.min()), int(experts.max())
+        if lo < 0 or hi >= n_experts:
+            raise ValueError(f"{name} must lie in [0, {n_experts}) (n_experts = {n_experts}), got ids from {lo} to {hi}")
+
+
 def _check_k(k: int, n_experts: int) -> None:
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n_experts:
         raise ValueError(f"k must be an int in 1..{n_experts} (the number of experts), got {k!r}")
@@ -107,7 +125,10 @@ def route_topk(router_logits: torch.Tensor, k: int, *, renormalize: bool = True)
     """
     _, n_experts = _check_logits(router_logits)
     _check_k(k, n_experts)
-    probs = torch.softmax(router_logits, dim=-1)
+    return _topk_of_probs(torch.softmax(router_logits, dim=-1), k, renormalize)
+
+
+def _topk_of_probs(probs: torch.Tensor, k: int, renormalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
     weights, experts = probs.topk(k, dim=-1)
     if renormalize:
         weights = weights / weights.sum(dim=-1, keepdim=True)
@@ -141,10 +162,15 @@ def load_balancing_loss(router_logits: torch.Tensor, k: int) -> torch.Tensor:
     goes to one expert with probability 1 it equals ``E`` for k = 1. router_logits
     ``(T, E)``; returns a 0-d tensor of the logits' dtype.
     """
-    n_tokens, n_experts = _check_logits(router_logits)
+    _, n_experts = _check_logits(router_logits)
     _check_k(k, n_experts)
     probs = torch.softmax(router_logits, dim=-1)
-    experts = probs.topk(k, dim=-1).indices
+    return _balance_of(probs, probs.topk(k, dim=-1).indices)
+
+
+def _balance_of(probs: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """E · Σ_e f_e P_e from probabilities (T, E) and the top-k ids (T, k)."""
+    n_tokens, n_experts = probs.shape
     counts = torch.zeros(n_experts, dtype=probs.dtype, device=probs.device)
     counts.index_add_(0, experts.reshape(-1), torch.ones(experts.numel(), dtype=probs.dtype, device=probs.device))
     f = counts / n_tokens
@@ -193,10 +219,12 @@ def capacity_keep_mask(experts: torch.Tensor, n_experts: int, capacity: int | No
     lists each expert at most once). ``capacity=None`` keeps everything (dropless).
     Returns a bool tensor ``(T, k)``.
     """
-    if experts.dim() != 2:
-        raise ValueError(f"experts must have shape (tokens, k), got {tuple(experts.shape)}")
+    _check_expert_ids(experts, n_experts)
+    if capacity is not None and (not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0):
+        raise ValueError(f"capacity must be None or a non-negative int, got {capacity!r}")
     if capacity is None:
         return torch.ones(experts.shape, dtype=torch.bool, device=experts.device)
+    experts = experts.long()
     one_hot = F.one_hot(experts.reshape(-1), n_experts)  # (T*k, E), rows in token order
     position = (one_hot.cumsum(dim=0) - 1).gather(1, experts.reshape(-1, 1)).reshape(experts.shape)
     return position < capacity
@@ -209,6 +237,11 @@ def sort_by_expert(experts: torch.Tensor, keep: torch.Tensor, n_experts: int) ->
     slot of each kept assignment, ordered by expert, shape ``(n_kept,)``; and the
     number of kept assignments per expert, ``(E,)`` int64.
     """
+    _check_expert_ids(experts, n_experts)
+    if not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool or keep.shape != experts.shape:
+        raise ValueError(f"keep must be a bool tensor of the shape of experts {tuple(experts.shape)}, got "
+                         f"{type(keep).__name__ if not isinstance(keep, torch.Tensor) else (keep.dtype, tuple(keep.shape))}")
+    experts = experts.long()
     k = experts.shape[1]
     flat_experts = experts.reshape(-1)
     flat_keep = keep.reshape(-1)
@@ -291,53 +324,156 @@ def _dispatch_einsum(x, weights, experts, keep, w_gate, w_up, w_down, capacity):
     return torch.einsum("tec,ecd->td", combine, expert_out)
 
 
-def _grouped_mm_ok(x: torch.Tensor) -> bool:
-    return HAS_GROUPED_MM and x.is_cuda and x.dtype == torch.bfloat16
+GROUPED_MM_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
-def _dispatch_sorted(x, weights, experts, keep, w_gate, w_up, w_down):
-    n_experts = w_gate.shape[0]
-    token, slot, counts = sort_by_expert(experts, keep, n_experts)
-    xs = x.index_select(0, token)  # (n_kept, d), grouped by expert
-    gate = weights[token, slot].unsqueeze(-1)
-    if _grouped_mm_ok(x):
-        try:
-            offs = counts.cumsum(0).to(torch.int32)
-            h = F.silu(torch._grouped_mm(xs, w_gate.transpose(-2, -1), offs=offs)) * \
-                torch._grouped_mm(xs, w_up.transpose(-2, -1), offs=offs)
-            out = torch._grouped_mm(h, w_down.transpose(-2, -1), offs=offs)
-        except (RuntimeError, TypeError, NotImplementedError):  # older GPU or build: per-expert matmuls
-            out = _sorted_matmuls(xs, counts, w_gate, w_up, w_down)
-    else:
-        out = _sorted_matmuls(xs, counts, w_gate, w_up, w_down)
-    if _no_grad(x, weights, w_gate, w_up, w_down):
-        return torch.zeros_like(x).index_add_(0, token, out.mul_(gate))
-    return torch.zeros_like(x).index_add(0, token, out * gate)
+def _grouped_mm_wanted(x: torch.Tensor, grouped_mm: bool | None) -> bool:
+    """Whether the sorted path tries ``torch._grouped_mm``.
+
+    ``None`` (auto): on CUDA for bfloat16, float16 and float32 when this torch has it
+    (the GPU kernel; never measured in this course, which had no GPU), never on the
+    CPU, where this torch's ``_grouped_mm`` computes the same per-expert products as
+    the loop and was not faster in ``benchmarks/moe.py``. ``True``: always (raises if
+    torch lacks it or rejects the inputs). ``False``: never.
+    """
+    if grouped_mm is None:
+        return HAS_GROUPED_MM and x.is_cuda and x.dtype in GROUPED_MM_DTYPES
+    if grouped_mm and not HAS_GROUPED_MM:
+        raise RuntimeError(f"grouped_mm=True but torch {torch.__version__} has no torch._grouped_mm")
+    return bool(grouped_mm)
+
+
+def fuse_gate_up(w_gate: torch.Tensor, w_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copy ``w_gate`` and ``w_up`` ``(E, d_ff, d)`` into one ``(E, 2·d_ff, d)`` tensor; return its two halves.
+
+    The halves are views, equal to the inputs, that the sorted dispatch recognises
+    (:func:`_fused_gate_up`): it then computes ``x @ [W_gate; W_up]ᵀ``, one matmul of
+    width ``2·d_ff`` per expert, instead of two of width ``d_ff``, with no copy per
+    call. :class:`MoELayer` holds its parameters this way. Anything that copies the
+    tensors one by one (``.to(dtype)``, ``.clone()``) loses the layout; the layer then
+    runs the unfused matmuls and gives the same ``y``.
+    """
+    if w_gate.dim() != 3 or w_gate.shape != w_up.shape:
+        raise ValueError(f"w_gate and w_up must both have shape (E, d_ff, d), got {tuple(w_gate.shape)} and "
+                         f"{tuple(w_up.shape)}")
+    d_ff = w_gate.shape[1]
+    fused = torch.cat([w_gate.detach(), w_up.detach()], dim=1)
+    return fused[:, :d_ff], fused[:, d_ff:]
+
+
+def _fused_gate_up(w_gate: torch.Tensor, w_up: torch.Tensor) -> torch.Tensor | None:
+    """The ``(E, 2·d_ff, d)`` tensor whose halves are w_gate and w_up, without a copy, or None.
+
+    Only when they are the two halves of one contiguous buffer, as :func:`fuse_gate_up`
+    makes them; for no-grad use only (the view reaches past w_gate into w_up's memory).
+    """
+    if w_gate.dim() != 3 or w_gate.shape != w_up.shape or w_gate.dtype != w_up.dtype or w_gate.device != w_up.device:
+        return None
+    n_experts, d_ff, d = w_gate.shape
+    strides = (2 * d_ff * d, d, 1)
+    if n_experts == 0 or w_gate.stride() != strides or w_up.stride() != strides:
+        return None
+    if w_gate.untyped_storage().data_ptr() != w_up.untyped_storage().data_ptr():
+        return None
+    if w_up.storage_offset() != w_gate.storage_offset() + d_ff * d:
+        return None
+    return w_gate.as_strided((n_experts, 2 * d_ff, d), strides)
 
 
 def _no_grad(*tensors: torch.Tensor) -> bool:
     return not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors)
 
 
-def _sorted_matmuls(xs, counts, w_gate, w_up, w_down):
-    """Expert e on rows [offset_e, offset_e + counts[e]) of xs: (n, d) -> (n, d)."""
+def _dispatch_sorted(x, weights, experts, keep, w_gate, w_up, w_down, grouped_mm=None):
+    """Sort by expert, one contiguous block of rows per expert, gather-and-weight combine.
+
+    Returns ``(y, path, grouped_error)``: ``path`` names the expert matmuls that ran.
+    """
+    n_experts = w_gate.shape[0]
+    token, slot, counts = sort_by_expert(experts, keep, n_experts)
+    xs = x.index_select(0, token)  # (n_kept, d), grouped by expert
+    out, path, error = None, None, None
+    if _grouped_mm_wanted(x, grouped_mm):
+        try:
+            out = _grouped_matmuls(xs, counts, w_gate, w_up, w_down)
+            path = "torch._grouped_mm"
+        except (RuntimeError, TypeError, NotImplementedError, ValueError) as exc:
+            if grouped_mm:  # asked for explicitly: do not hide it
+                raise
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]  # auto: fall back, and say so in stats
+    if out is None:
+        out, path = _sorted_matmuls(xs, counts, w_gate, w_up, w_down, spare_row=True)
+    return _combine(out, token, slot, weights), path, error
+
+
+def _grouped_matmuls(xs, counts, w_gate, w_up, w_down):
+    """All experts in two ``torch._grouped_mm`` calls (gate and up fused): ``(n, d) -> (n, d)``."""
+    offs = counts.cumsum(0).to(torch.int32)
+    d_ff = w_gate.shape[1]
+    fused = _fused_gate_up(w_gate, w_up) if _no_grad(w_gate, w_up) else None
+    if fused is None:
+        fused = torch.cat([w_gate, w_up], dim=1)  # differentiable; a copy per call
+    gu = torch._grouped_mm(xs, fused.transpose(-2, -1), offs=offs)  # (n, 2 d_ff)
+    h = F.silu(gu[:, :d_ff]) * gu[:, d_ff:]
+    return torch._grouped_mm(h, w_down.transpose(-2, -1), offs=offs)
+
+
+def _sorted_matmuls(xs, counts, w_gate, w_up, w_down, *, spare_row: bool = False):
+    """Expert e on rows [offset_e, offset_e + counts[e]) of xs: ``(n, d) -> (n (+1), d)``, and the path's name.
+
+    ``spare_row`` appends one zero row (index n) that :func:`_combine` uses for dropped
+    assignments. Without autograd: one output buffer written in place with ``out=``,
+    one scratch buffer reused by every expert, and gate and up in one matmul when
+    w_gate and w_up share the layout of :func:`fuse_gate_up`.
+    """
     bounds = [0] + counts.cumsum(0).tolist()
-    if _no_grad(xs, w_gate, w_up, w_down):  # one output buffer, written in place
-        out = xs.new_empty((xs.shape[0], w_down.shape[1]))
-        for e in range(len(bounds) - 1):
-            lo, hi = bounds[e], bounds[e + 1]
-            if hi > lo:
-                h = F.silu(xs[lo:hi] @ w_gate[e].t(), inplace=True).mul_(xs[lo:hi] @ w_up[e].t())
-                torch.matmul(h, w_down[e].t(), out=out[lo:hi])
-        return out
-    outs = [swiglu_expert(xs[bounds[e]:bounds[e + 1]], w_gate[e], w_up[e], w_down[e])
-            for e in range(len(bounds) - 1) if bounds[e + 1] > bounds[e]]
-    return torch.cat(outs) if outs else xs.new_zeros((0, w_down.shape[1]))
+    n, d_out, d_ff = xs.shape[0], w_down.shape[1], w_gate.shape[1]
+    ranges = [(e, bounds[e], bounds[e + 1]) for e in range(len(bounds) - 1) if bounds[e + 1] > bounds[e]]
+    if _no_grad(xs, w_gate, w_up, w_down):
+        out = xs.new_empty((n + spare_row, d_out))
+        if spare_row:
+            out[n].zero_()
+        rows = max((hi - lo for _, lo, hi in ranges), default=0)
+        fused = _fused_gate_up(w_gate, w_up)
+        if fused is not None:
+            scratch = xs.new_empty((rows, 2 * d_ff))
+            for e, lo, hi in ranges:
+                gu = torch.mm(xs[lo:hi], fused[e].t(), out=scratch[: hi - lo])
+                h = F.silu(gu[:, :d_ff], inplace=True).mul_(gu[:, d_ff:])
+                torch.mm(h, w_down[e].t(), out=out[lo:hi])
+            return out, "per-expert torch.mm, gate and up fused"
+        gate_buf, up_buf = xs.new_empty((rows, d_ff)), xs.new_empty((rows, d_ff))
+        for e, lo, hi in ranges:
+            h = F.silu(torch.mm(xs[lo:hi], w_gate[e].t(), out=gate_buf[: hi - lo]), inplace=True)
+            h.mul_(torch.mm(xs[lo:hi], w_up[e].t(), out=up_buf[: hi - lo]))
+            torch.mm(h, w_down[e].t(), out=out[lo:hi])
+        return out, "per-expert torch.mm"
+    outs = [swiglu_expert(xs[lo:hi], w_gate[e], w_up[e], w_down[e]) for e, lo, hi in ranges]
+    if spare_row or not outs:
+        outs.append(xs.new_zeros((int(spare_row), d_out)))
+    return torch.cat(outs), "per-expert torch.mm"
+
+
+def _combine(out: torch.Tensor, token: torch.Tensor, slot: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``y_t = Σ_j w_tj · out[row of (t, j)]``: one gather and a batched ``(1, k) @ (k, d)`` per token.
+
+    out ``(n_kept + 1, d)`` in sorted order, its last row zero (a dropped assignment
+    reads it; appended here if out has only n_kept rows); token, slot ``(n_kept,)``; weights ``(T, k)``. A gather and a small bmm
+    are faster on the CPU than scatter-adding (index_add) the weighted rows.
+    """
+    n_tokens, k = weights.shape
+    n_kept = token.shape[0]
+    if n_kept < n_tokens * k and out.shape[0] == n_kept:  # drops, and no spare zero row yet (grouped path)
+        out = torch.cat([out, out.new_zeros((1, out.shape[1]))])
+    row = torch.full((n_tokens * k,), n_kept, dtype=torch.int64, device=token.device)
+    row[token * k + slot] = torch.arange(n_kept, device=token.device)
+    gathered = out.index_select(0, row).view(n_tokens, k, out.shape[1])
+    return torch.bmm(weights.unsqueeze(1).to(out.dtype), gathered).squeeze(1)
 
 
 def moe_ffn(x: torch.Tensor, router_weight: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
             w_down: torch.Tensor, *, k: int = 2, capacity_factor: float | None = None, dispatch: str = "sorted",
-            renormalize: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
+            renormalize: bool = True, grouped_mm: bool | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """A top-k mixture of SwiGLU experts.
 
     x ``(T, d)``; router_weight ``(E, d)``; w_gate, w_up ``(E, d_ff, d)``; w_down
@@ -346,34 +482,48 @@ def moe_ffn(x: torch.Tensor, router_weight: torch.Tensor, w_gate: torch.Tensor, 
     takes at most :func:`expert_capacity` assignments, first come first served in
     token order, and an overflowing assignment contributes nothing.
     ``dispatch`` in ``("loop", "einsum", "sorted")`` gives the same ``y``.
+    ``grouped_mm`` (sorted dispatch only): ``None`` uses ``torch._grouped_mm`` on CUDA
+    (bfloat16, float16, float32) when torch has it, ``True`` forces it (on the CPU
+    too), ``False`` never; see :func:`_grouped_mm_wanted`.
 
     Returns ``(y, stats)``; stats holds ``tokens_per_expert`` (routed assignments,
-    ``(E,)``), ``kept_per_expert``, ``dropped_fraction`` (of the T·k assignments),
-    ``capacity`` (int or None), ``load_balancing_loss`` and ``z_loss`` (0-d tensors
-    with gradients, for the caller to scale).
+    ``(E,)``), ``kept_per_expert``, ``dropped_fraction`` (of the T·k assignments; 0
+    when T = 0), ``capacity`` (int or None), ``load_balancing_loss`` and ``z_loss``
+    (0-d tensors with gradients, for the caller to scale; NaN when T = 0),
+    ``expert_matmul`` (which code ran the experts: ``"loop"``, ``"einsum"``,
+    ``"torch._grouped_mm"``, ``"per-expert torch.mm"`` or ``"per-expert torch.mm, gate
+    and up fused"``) and ``grouped_mm_error`` (None, or why ``torch._grouped_mm``
+    was tried and failed, in which case the per-expert matmuls ran).
     """
     n_tokens, _, n_experts, _ = _check_params(x, router_weight, w_gate, w_up, w_down)
     if dispatch not in DISPATCHES:
         raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
+    if grouped_mm is not None and not isinstance(grouped_mm, bool):
+        raise TypeError(f"grouped_mm must be None, True or False, got {grouped_mm!r}")
+    _check_k(k, n_experts)
     logits = x @ router_weight.t()
-    weights, experts = route_topk(logits, k, renormalize=renormalize)
+    probs = torch.softmax(logits, dim=-1)  # shared by the router and the balancing loss
+    weights, experts = _topk_of_probs(probs, k, renormalize)
     capacity = None if capacity_factor is None else expert_capacity(n_tokens, n_experts, k, capacity_factor)
     keep = capacity_keep_mask(experts, n_experts, capacity)
+    grouped_error = None
     if dispatch == "loop":
-        y = _dispatch_loop(x, weights, experts, keep, w_gate, w_up, w_down)
+        y, path = _dispatch_loop(x, weights, experts, keep, w_gate, w_up, w_down), "loop"
     elif dispatch == "einsum":
-        y = _dispatch_einsum(x, weights, experts, keep, w_gate, w_up, w_down, capacity)
+        y, path = _dispatch_einsum(x, weights, experts, keep, w_gate, w_up, w_down, capacity), "einsum"
     else:
-        y = _dispatch_sorted(x, weights, experts, keep, w_gate, w_up, w_down)
+        y, path, grouped_error = _dispatch_sorted(x, weights, experts, keep, w_gate, w_up, w_down, grouped_mm)
     routed = torch.bincount(experts.reshape(-1), minlength=n_experts)
     kept = torch.bincount(experts[keep], minlength=n_experts)
     stats = {
         "tokens_per_expert": routed,
         "kept_per_expert": kept,
-        "dropped_fraction": 1.0 - kept.sum().item() / max(experts.numel(), 1),
+        "dropped_fraction": 1.0 - kept.sum().item() / experts.numel() if experts.numel() else 0.0,
         "capacity": capacity,
-        "load_balancing_loss": load_balancing_loss(logits, k),
+        "load_balancing_loss": _balance_of(probs, experts),
         "z_loss": router_z_loss(logits),
+        "expert_matmul": path,
+        "grouped_mm_error": grouped_error,
     }
     return y, stats
 
@@ -401,24 +551,28 @@ class MoELayer(nn.Module):
 
     def __init__(self, d: int, d_ff: int, n_experts: int, k: int, *, capacity_factor: float | None = None,
                  dispatch: str = "sorted", renormalize: bool = True, router_std: float | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, grouped_mm: bool | None = None) -> None:
         super().__init__()
         _check_k(k, n_experts)
         if dispatch not in DISPATCHES:
             raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
         params = init_moe_params(d, d_ff, n_experts, generator=torch.Generator().manual_seed(seed),
                                  router_std=router_std)
+        # w_gate and w_up are the two halves of one (E, 2 d_ff, d) buffer: the sorted dispatch then runs one
+        # matmul of width 2 d_ff per expert for both (fuse_gate_up); they stay two parameters with those names
+        params["w_gate"], params["w_up"] = fuse_gate_up(params["w_gate"], params["w_up"])
         for name, value in params.items():
             setattr(self, name, nn.Parameter(value))
         self.d, self.d_ff, self.n_experts, self.k = d, d_ff, n_experts, k
         self.capacity_factor, self.dispatch, self.renormalize = capacity_factor, dispatch, renormalize
+        self.grouped_mm = grouped_mm
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         if x.shape[-1] != self.d:
             raise ValueError(f"MoELayer expects x of shape (..., {self.d}), got {tuple(x.shape)}")
         y, stats = moe_ffn(x.reshape(-1, self.d), self.router_weight, self.w_gate, self.w_up, self.w_down,
                            k=self.k, capacity_factor=self.capacity_factor, dispatch=self.dispatch,
-                           renormalize=self.renormalize)
+                           renormalize=self.renormalize, grouped_mm=self.grouped_mm)
         return y.reshape(x.shape), stats
 
     def extra_repr(self) -> str:
@@ -521,20 +675,29 @@ class TorchDistComm:
         self.bytes_sent = 0
 
     def all_to_all(self, chunks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Chunk ``r`` goes to rank ``r``; returns what every rank sent here, in rank order.
+
+        Chunks are ``(n_r, *tail)`` with one ``tail`` and dtype on every rank; ``n_r`` may be
+        0 (nothing for that rank), and a rank may send nothing at all.
+        """
         dist = self._dist
         if len(chunks) != self.world_size:
             raise ValueError(f"all_to_all needs {self.world_size} chunks, got {len(chunks)}")
-        tail = tuple(chunks[0].shape[1:])
+        tail, dtype = tuple(chunks[0].shape[1:]), chunks[0].dtype
+        for r, c in enumerate(chunks):
+            if tuple(c.shape[1:]) != tail or c.dtype != dtype:
+                raise ValueError(f"all_to_all chunks must share trailing shape {tail} and dtype {dtype}; chunk {r} "
+                                 f"has shape {tuple(c.shape)} and dtype {c.dtype}")
+        width = math.prod(tail)  # explicit: reshape(n, -1) is ambiguous when n = 0
         rows_out = torch.tensor([c.shape[0] for c in chunks], dtype=torch.int64)
         rows_in = torch.empty_like(rows_out)
         dist.all_to_all_single(rows_in, rows_out, group=self.group)
-        send = torch.cat([c.reshape(c.shape[0], -1) for c in chunks]).contiguous()
-        width = send.shape[1] if send.dim() == 2 else 1
+        send = torch.cat([c.reshape(c.shape[0], width) for c in chunks]).contiguous()
         recv = send.new_empty((int(rows_in.sum()), width))
         dist.all_to_all_single(recv, send, output_split_sizes=rows_in.tolist(),
                                input_split_sizes=rows_out.tolist(), group=self.group)
         self.bytes_sent += sum(c.numel() * c.element_size() for r, c in enumerate(chunks) if r != self.rank)
-        return [part.reshape((-1,) + tail) for part in recv.split(rows_in.tolist())]
+        return [part.reshape((part.shape[0],) + tail) for part in recv.split(rows_in.tolist())]
 
 
 def expert_parallel_moe_ffn(x: torch.Tensor, router_weight: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
@@ -550,13 +713,23 @@ def expert_parallel_moe_ffn(x: torch.Tensor, router_weight: torch.Tensor, w_gate
     with the router weights. ``comm`` is a :class:`TorchDistComm` or a
     :class:`ThreadComm`. Returns ``(y, {"sent_rows": ..., "received_rows": ...})``.
     """
-    world, rank = comm.world_size, comm.rank
-    n_experts = router_weight.shape[0]
+    world = comm.world_size
+    if router_weight.dim() != 2:
+        raise ValueError(f"router_weight must have shape (E, d), got {tuple(router_weight.shape)}")
+    n_experts, d = router_weight.shape
+    if x.dim() != 2 or x.shape[1] != d:
+        raise ValueError(f"x must have shape (tokens, {d}) (d from router_weight), got {tuple(x.shape)}")
     if n_experts % world:
         raise ValueError(f"{n_experts} experts cannot be split evenly over {world} ranks")
     per_rank = n_experts // world
-    if w_gate.shape[0] != per_rank or w_up.shape[0] != per_rank or w_down.shape[0] != per_rank:
-        raise ValueError(f"each rank must hold {per_rank} experts, got w_gate {tuple(w_gate.shape)}")
+    if w_gate.dim() != 3 or w_gate.shape[0] != per_rank or w_gate.shape[2] != d:
+        raise ValueError(f"each rank must hold {per_rank} experts: w_gate must have shape ({per_rank}, d_ff, {d}), "
+                         f"got {tuple(w_gate.shape)}")
+    d_ff = w_gate.shape[1]
+    if tuple(w_up.shape) != (per_rank, d_ff, d):
+        raise ValueError(f"w_up must have shape ({per_rank}, {d_ff}, {d}), got {tuple(w_up.shape)}")
+    if tuple(w_down.shape) != (per_rank, d, d_ff):
+        raise ValueError(f"w_down must have shape ({per_rank}, {d}, {d_ff}), got {tuple(w_down.shape)}")
     weights, experts = route_topk(x @ router_weight.t(), k, renormalize=renormalize)
     keep = torch.ones_like(experts, dtype=torch.bool)
     token, slot, counts = sort_by_expert(experts, keep, n_experts)
@@ -571,7 +744,7 @@ def expert_parallel_moe_ffn(x: torch.Tensor, router_weight: torch.Tensor, w_gate
     xs, ids = torch.cat(x_in), torch.cat(ids_in)
     order = torch.argsort(ids, stable=True)
     local_counts = torch.bincount(ids, minlength=per_rank)
-    out_sorted = _sorted_matmuls(xs[order], local_counts, w_gate, w_up, w_down)
+    out_sorted, _ = _sorted_matmuls(xs[order], local_counts, w_gate, w_up, w_down)
     out = torch.empty_like(out_sorted)
     out[order] = out_sorted
     # 3. send the outputs back where they came from, in the order they came
