@@ -1,10 +1,14 @@
 """Harness for the JupyterLab end-to-end tests: a student's `jupyter lab` on a throwaway copy of course/,
 driven by Debian's Chromium through Playwright for Python (shared/PITFALLS.md item 20).
 
-The server mirrors scripts/lab.sh (nbgrader's instructor tools hidden, Validate kept) without touching the
-virtual environment's own configuration: everything it reads lives in temporary JUPYTER_CONFIG_DIR,
-JUPYTERLAB_SETTINGS_DIR, JUPYTER_DATA_DIR, JUPYTER_RUNTIME_DIR and JUPYTERLAB_WORKSPACES_DIR folders.
-test_jupyterlab.py checks that the names disabled here are exactly the ones scripts/lab.sh disables.
+The server is started by scripts/lab.sh itself, the student's launcher: its configuration commands run for
+real, so a lab.sh that stopped hiding nbgrader's instructor tools fails test_instructor_tools_not_exposed.
+lab.sh writes that configuration into the environment's own (sys-prefix) Jupyter configuration, as it does
+for a student; `pristine_env_config` first strips what an earlier lab.sh run left there (otherwise the old
+settings would hide a broken lab.sh) and puts the folder back as it was when the session ends. Everything
+else the server reads or writes (user config, lab settings, data, runtime, workspaces) lives in temporary
+folders, and lab.sh's arguments after its own `--notebook-dir` pick the notebook folder (a copy of course/),
+a free port and no browser.
 
 Environment knobs:
   TM_CHROMIUM        the Chromium binary (default /usr/bin/chromium, then `chromium` on PATH)
@@ -14,6 +18,9 @@ Environment knobs:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import http.cookiejar
 import json
 import os
@@ -22,6 +29,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -34,8 +42,8 @@ COURSE = REPO / "course"
 SOLUTIONS = REPO / "solutions"
 LAB_SH = REPO / "scripts" / "lab.sh"
 
-# What scripts/lab.sh turns off for students (PITFALLS item 12); Validate (the `validate-assignment`
-# lab plugin and the `validate_assignment` server extension) stays on.
+# What scripts/lab.sh turns off for students (PITFALLS item 12), as the tests check it; Validate (the
+# `validate-assignment` lab plugin and the `validate_assignment` server extension) stays on.
 DISABLED_LAB_PLUGINS = (
     "@jupyter/nbgrader:formgrader",
     "@jupyter/nbgrader:create-assignment",
@@ -45,6 +53,7 @@ DISABLED_SERVER_EXTENSIONS = (
     "nbgrader.server_extensions.formgrader",
     "nbgrader.server_extensions.course_list",
 )
+LAB_SH_ERROR = "lab.sh: error:"  # how lab.sh reports a configuration command that failed
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -55,7 +64,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-SERVER_START_TIMEOUT = 90  # s; a loaded CI worker imports jupyterlab + nbgrader slowly
+SERVER_START_TIMEOUT = 240  # s: lab.sh's three configuration commands (each imports jupyterlab, ~10 s on a
+# loaded 2-core machine), then jupyter lab itself (jupyterlab + nbgrader imports on a loaded CI worker)
 ARTIFACTS = Path(os.environ.get("TM_E2E_ARTIFACTS") or (Path(__file__).parent / "artifacts"))
 
 
@@ -72,9 +82,9 @@ def chromium_path() -> str | None:
     return None
 
 
-def require_browser_stack() -> str:
-    """The Chromium binary; without it or Playwright, skip the calling test with the reason
-    (or fail, where TM_E2E_REQUIRE=1 says this machine must run them)."""
+def require_browser_stack(purpose: str = "JupyterLab e2e tests") -> str:
+    """The Chromium binary; without it or Playwright, skip the calling test with the reason and PURPOSE
+    (what is skipped), or fail where TM_E2E_REQUIRE=1 says this machine must run them."""
     missing = None
     try:
         import playwright.sync_api  # noqa: F401
@@ -86,8 +96,8 @@ def require_browser_stack() -> str:
         missing = f"Chromium not found at {where} (apt-get install chromium, or set TM_CHROMIUM)"
     if missing:
         if os.environ.get("TM_E2E_REQUIRE", "") not in ("", "0"):
-            pytest.fail(f"{missing}, and TM_E2E_REQUIRE is set")
-        pytest.skip(f"{missing}: JupyterLab e2e tests skipped")
+            pytest.fail(f"{missing}, and TM_E2E_REQUIRE is set ({purpose})")
+        pytest.skip(f"{missing}: {purpose} skipped")
     return exe
 
 
@@ -99,17 +109,8 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def write_student_config(config_dir: Path, settings_dir: Path) -> None:
-    """The student's lab configuration, in throwaway folders.
-
-    labconfig/page_config.json is what `jupyter labextension disable --level=user PLUGIN` writes under
-    JUPYTER_CONFIG_DIR (lab.sh writes the same at --level=sys_prefix). Server extensions are disabled on the
-    command line instead (see `lab_command`): a user-level jupyter_server_config.d file would lose to the
-    venv's own etc/jupyter/jupyter_server_config.d/nbgrader.json, which jupyter_core ranks first inside a
-    virtual environment (JUPYTER_PREFER_ENV_PATH).
-    """
-    _write_json(config_dir / "labconfig" / "page_config.json",
-                {"disabledExtensions": {name: True for name in DISABLED_LAB_PLUGINS}})
+def write_test_settings(settings_dir: Path) -> None:
+    """Lab settings the tests need, in the throwaway settings dir (nothing here hides or shows nbgrader)."""
     # JupyterLab 4.6 detaches off-screen cells unless windowing is off; no news or update requests.
     _write_json(settings_dir / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings",
                 {"windowingMode": "none"})
@@ -118,8 +119,10 @@ def write_student_config(config_dir: Path, settings_dir: Path) -> None:
 
 
 def lab_command(port: int, root_dir: Path) -> list[str]:
-    cmd = [
-        sys.executable, "-m", "jupyter", "lab",
+    """scripts/lab.sh, with the arguments a test server needs after its own (later arguments win)."""
+    return [
+        "bash", str(LAB_SH),
+        f"--notebook-dir={root_dir}",
         "--no-browser",
         f"--port={port}",
         "--ServerApp.port_retries=0",
@@ -127,13 +130,106 @@ def lab_command(port: int, root_dir: Path) -> list[str]:
         "--IdentityProvider.token=",
         "--ServerApp.password=",
         "--allow-root",
-        f"--ServerApp.root_dir={root_dir}",
         # window.jupyterapp, so the tests can ask the command registry and the kernel what exists
         "--LabApp.expose_app_in_browser=True",
     ]
-    # Command-line entries win over every config file (jupyter_server's ServerApp.find_server_extensions).
-    cmd += [f"--ServerApp.jpserver_extensions={name}=False" for name in DISABLED_SERVER_EXTENSIONS]
-    return cmd
+
+
+# --------------------------------------------------------------------------- the environment's Jupyter config
+
+
+def env_config_dir() -> Path:
+    """The sys-prefix Jupyter configuration folder of this environment (where lab.sh's settings go)."""
+    from jupyter_core.paths import ENV_CONFIG_PATH
+
+    return Path(ENV_CONFIG_PATH[0])
+
+
+def _nbgrader_name(name: str) -> bool:
+    return name.startswith("@jupyter/nbgrader") or name.startswith("nbgrader.")
+
+
+def strip_lab_sh_settings(conf: Path) -> list[str]:
+    """Remove from CONF what `jupyter labextension disable/lock` and `jupyter server extension disable` write
+    for nbgrader (the lab.sh settings of an earlier run); return the files changed. nbgrader's own
+    jupyter_server_config.d/nbgrader.json (which enables its server extensions) stays."""
+    changed = []
+    for path in sorted(conf.rglob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        before = json.dumps(data, sort_keys=True)
+        for key in ("disabledExtensions", "lockedExtensions"):  # labconfig/page_config.json
+            value = data.get(key)
+            if isinstance(value, dict):
+                data[key] = {k: v for k, v in value.items() if not _nbgrader_name(k)}
+            elif isinstance(value, list):
+                data[key] = [k for k in value if not _nbgrader_name(k)]
+        server = data.get("ServerApp", {})
+        if isinstance(server, dict) and isinstance(server.get("jpserver_extensions"), dict):
+            server["jpserver_extensions"] = {k: v for k, v in server["jpserver_extensions"].items()
+                                             if v or not _nbgrader_name(k)}
+        if json.dumps(data, sort_keys=True) != before:
+            _write_json(path, data)
+            changed.append(str(path))
+    return changed
+
+
+def _snapshot(conf: Path) -> tuple[dict[Path, bytes], set[Path]]:
+    """The files (with their bytes) and folders under CONF."""
+    if not conf.is_dir():
+        return {}, set()
+    entries = list(conf.rglob("*"))
+    return {p: p.read_bytes() for p in entries if p.is_file()}, {p for p in entries if p.is_dir()} | {conf}
+
+
+def _restore(conf: Path, snapshot: tuple[dict[Path, bytes], set[Path]]) -> None:
+    """Put CONF back as SNAPSHOT found it: new files and folders removed, changed or removed files rewritten."""
+    files, dirs = snapshot
+    now_files, now_dirs = _snapshot(conf)
+    for path in now_files.keys() - files.keys():
+        path.unlink()
+    for path, data in files.items():
+        if now_files.get(path) != data:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    for d in sorted(now_dirs - dirs, key=lambda d: len(d.parts), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
+
+
+@contextlib.contextmanager
+def pristine_env_config(wait_seconds: float = 1800):
+    """This environment's sys-prefix Jupyter configuration without lab.sh's nbgrader settings, for the
+    duration; afterwards the folder is put back exactly as it was. Two test sessions on one environment take
+    turns (a lock file in the temporary folder): one would otherwise undo the other's settings."""
+    conf = env_config_dir()
+    key = hashlib.sha256(str(conf.resolve()).encode()).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"tm-e2e-jupyter-config-{key}.lock"
+    with open(lock_path, "a") as lock:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another test session has held {lock_path} (the JupyterLab e2e tests of "
+                                f"{sys.prefix}) for {wait_seconds:.0f} s")
+                time.sleep(1)
+        snapshot = _snapshot(conf)
+        try:
+            strip_lab_sh_settings(conf)
+            yield conf
+        finally:
+            _restore(conf, snapshot)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- the server
 
 
 class LabServer:
@@ -153,16 +249,18 @@ class LabServer:
         except urllib.error.HTTPError as err:
             return err.code, err.read().decode("utf-8", "replace")
 
-    def api(self, method: str, path: str, timeout: float = 10):
-        """A REST call; non-GET requests carry the _xsrf cookie's value, as JupyterLab's own requests do."""
-        headers = {}
+    def api(self, method: str, path: str, timeout: float = 10, body: dict | None = None):
+        """A REST call; non-GET requests carry the _xsrf cookie's value, as JupyterLab's own requests do.
+        An HTTP error status raises urllib.error.HTTPError."""
+        headers = {"Content-Type": "application/json"} if body is not None else {}
         if method != "GET":
             xsrf = [c.value for c in self._cookies if c.name == "_xsrf"]
             if not xsrf:
                 self.get("/lab")  # sets the _xsrf cookie
                 xsrf = [c.value for c in self._cookies if c.name == "_xsrf"]
             headers["X-XSRFToken"] = xsrf[0] if xsrf else ""
-        req = urllib.request.Request(self.url + path, method=method, headers=headers)
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, method=method, headers=headers, data=data)
         with self._opener.open(req, timeout=timeout) as resp:
             body = resp.read()
             return json.loads(body) if body else None
@@ -180,6 +278,16 @@ class LabServer:
                 self.api("DELETE", f"/api/kernels/{kernel_id}", timeout=30)
             except (OSError, urllib.error.URLError):
                 pass
+
+    def launcher_errors(self) -> list[str]:
+        """The configuration errors scripts/lab.sh reported before it started jupyter lab."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        lines = text.splitlines()
+        return [line + "".join("\n" + more for more in _continuation(lines, i))
+                for i, line in enumerate(lines) if line.startswith(LAB_SH_ERROR)]
 
     def log_tail(self, n: int = 60) -> str:
         try:
@@ -204,19 +312,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _continuation(lines: list[str], i: int) -> list[str]:
+    out = []
+    for line in lines[i + 1:]:
+        if not line.startswith("  | "):
+            break
+        out.append(line)
+    return out
+
+
 def start_lab_server(base: Path) -> LabServer:
-    """`jupyter lab` on a copy of course/ under BASE, configured like scripts/lab.sh, on a free port."""
+    """scripts/lab.sh (TM_LAB_ENV=current: in this environment) on a copy of course/ under BASE, on a free port.
+
+    Call it inside `pristine_env_config()`: lab.sh writes its settings into the environment's configuration.
+    """
     root = base / "root"
     shutil.copytree(COURSE, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
     dirs = {name: base / name for name in ("config", "settings", "data", "runtime", "workspaces")}
     for d in dirs.values():
         d.mkdir()
-    write_student_config(dirs["config"], dirs["settings"])
+    write_test_settings(dirs["settings"])
 
     env = dict(os.environ)
-    # The notebooks' kernelspec is `python3`, whose argv starts with `python`: make it this venv's python.
+    # lab.sh's `jupyter` and the notebooks' `python3` kernel (whose argv starts with `python`): this venv's.
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.update(
+        TM_LAB_ENV="current",
         JUPYTER_CONFIG_DIR=str(dirs["config"]),
         JUPYTERLAB_SETTINGS_DIR=str(dirs["settings"]),
         JUPYTER_DATA_DIR=str(dirs["data"]),
@@ -224,7 +345,7 @@ def start_lab_server(base: Path) -> LabServer:
         JUPYTERLAB_WORKSPACES_DIR=str(dirs["workspaces"]),
         PYTHONUNBUFFERED="1",
     )
-    for var in ("JUPYTER_PATH", "JUPYTER_TOKEN", "JUPYTER_CONFIG_PATH"):
+    for var in ("JUPYTER_PATH", "JUPYTER_TOKEN", "JUPYTER_CONFIG_PATH", "JUPYTER_PREFER_ENV_PATH", "TM_VENV"):
         env.pop(var, None)
 
     log_path = base / "server.log"
@@ -245,7 +366,7 @@ def start_lab_server(base: Path) -> LabServer:
             time.sleep(0.3)
         last_log = server.log_tail()
         server.stop()
-    pytest.fail(f"jupyter lab did not start; server log:\n{last_log}")
+    pytest.fail(f"scripts/lab.sh did not start jupyter lab; its output:\n{last_log}")
 
 
 # --------------------------------------------------------------------------- the browser
@@ -261,11 +382,21 @@ def new_page(browser):
     return page
 
 
-def save_screenshot(page, name: str) -> Path | None:
+# Artifacts written since the last failed report: the makereport hook (conftest.py) names them in that report.
+PENDING_ARTIFACTS: list[Path] = []
+
+
+def artifact_path(name: str, suffix: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:150] + ".png")
+    return ARTIFACTS / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:150] + suffix)
+
+
+def save_screenshot(page, name: str) -> Path | None:
+    """A full-page PNG of PAGE in the artifacts folder (None if the page could not be captured)."""
+    path = artifact_path(name, ".png")
     try:
         page.screenshot(path=str(path), full_page=True, timeout=15_000)
     except Exception:  # a crashed page must not hide the test's own error
         return None
+    PENDING_ARTIFACTS.append(path)
     return path

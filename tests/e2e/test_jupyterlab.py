@@ -1,17 +1,21 @@
 """The student's JupyterLab, end to end, in headless Chromium (Playwright for Python, Debian's chromium).
 
 What a student does on day one, through the real UI: open every chapter, type an answer, Run All, see the
-slider redraw the figure, press nbgrader's Validate, and never meet the instructor's tools. The server and
+slider redraw the figure, press nbgrader's Validate, and never meet the instructor's tools. The server is
+started by scripts/lab.sh, the student's own launcher, so its configuration is what is tested. The server and
 browser fixtures live in tests/e2e/conftest.py; screenshots of failed tests go to tests/e2e/artifacts/
-(or $TM_E2E_ARTIFACTS). Without /usr/bin/chromium or Playwright every browser test skips with the reason.
+(or $TM_E2E_ARTIFACTS), and each failure's report names them. Without /usr/bin/chromium or Playwright every
+browser test skips with the reason; the lab.sh tests at the top need no browser.
 """
 
 from __future__ import annotations
 
+import os
 import re
-import shlex
+import subprocess
 import sys
 import time
+import urllib.error
 from pathlib import Path
 
 import nbformat
@@ -22,6 +26,8 @@ from jupyterlab_harness import (  # tests/e2e is on sys.path under pytest's defa
     DISABLED_LAB_PLUGINS,
     DISABLED_SERVER_EXTENSIONS,
     LAB_SH,
+    LAB_SH_ERROR,
+    REPO,
     SOLUTIONS,
     new_page,
     save_screenshot,
@@ -127,38 +133,106 @@ def press_validate(page) -> tuple[str, str]:
     return classes, text
 
 
-# --------------------------------------------------------------------------- lab.sh and the fixture agree
+# --------------------------------------------------------------------------- lab.sh itself, without a browser
+
+FAKE_JUPYTER = """#!/usr/bin/env bash
+# a stand-in for `jupyter`: records its arguments, fails where $FAKE_FAIL says
+printf '%s\\n' "$*" >> "$FAKE_LOG"
+case " $* " in
+  *" lock "*) if [ "${FAKE_FAIL:-}" = lock ]; then echo "lock: cannot write page_config.json" >&2; exit 3; fi ;;
+  *" server extension disable "*) if [ "${FAKE_FAIL:-}" = server ]; then
+      echo "    - Validating nbgrader.server_extensions.formgrader..."
+      echo "      X Validation failed: The module 'nbgrader.server_extensions.formgrader' could not be found."
+    fi ;;
+esac
+exit 0
+"""
 
 
-def _lab_sh_disabled_names() -> tuple[set[str], set[str]]:
-    text = LAB_SH.read_text()
-    plugins: set[str] = set()
-    # for plugin in a b c; do  jupyter labextension disable ... "@jupyter/nbgrader:$plugin" ...; done
-    for names, body in re.findall(r"for\s+(?:\w+)\s+in\s+([^;\n]+);\s*do(.*?)\bdone\b", text, re.S):
-        for m in re.finditer(r"labextension\s+disable\b[^\n]*?(@[\w-]+/[\w-]+):\$\{?\w+\}?", body):
-            plugins |= {f"{m.group(1)}:{name}" for name in shlex.split(names)}
-    plugins |= set(re.findall(r"labextension\s+disable\b[^\n]*?(@[\w-]+/[\w-]+:[\w-]+)", text))
-    servers = set(re.findall(r"server\s+extension\s+disable\b[^\n]*?\s([\w.]+\.server_extensions\.\w+)", text))
-    return plugins, servers
+def run_lab_sh(tmp_path, *args, fail: str = "", student: bool = False) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """scripts/lab.sh ARGS with a fake `jupyter` on PATH; return the run and the `jupyter` calls it made.
+
+    student=True goes the student's way, through scripts/env.sh, with TM_VENV pointing at a fake environment
+    that env.sh finds complete (so it installs nothing); otherwise TM_LAB_ENV=current, as the e2e fixture runs it
+    (TM_LAB_ENV=current skips env.sh: the fake environment's python is then never called).
+    """
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True, exist_ok=True)
+    log = tmp_path / "jupyter-calls.txt"
+    log.unlink(missing_ok=True)
+    (venv / "bin" / "jupyter").write_text(FAKE_JUPYTER)
+    # env.sh asks the environment's python whether torch, companion and grading import: yes, they do
+    (venv / "bin" / "python").write_text('#!/usr/bin/env bash\nprintf \'python %s\\n\' "$*" >> "$FAKE_LOG"\n')
+    for exe in ("jupyter", "python"):
+        (venv / "bin" / exe).chmod(0o755)
+    # env.sh reinstalls when its stamp is missing or pyproject.toml changed: the stamp of a finished install
+    stamp = subprocess.run("cksum < pyproject.toml", shell=True, cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout
+    (venv / ".tm-installed-test").write_text(stamp)
+    env = {k: v for k, v in os.environ.items() if k not in ("TM_LAB_ENV", "TM_VENV", "TORCH_SPEC")}
+    # TM_VENV in both cases: a lab.sh that ignored TM_LAB_ENV would still never touch a real environment
+    env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", FAKE_LOG=str(log), FAKE_FAIL=fail,
+               TM_VENV=str(venv))
+    if not student:
+        env["TM_LAB_ENV"] = "current"
+    proc = subprocess.run(["bash", str(LAB_SH), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    calls = log.read_text().splitlines() if log.exists() else []
+    return proc, calls
 
 
-def test_lab_sh_disables_what_the_fixture_disables():
-    """scripts/lab.sh (the student's launcher) and this test server hide exactly the same nbgrader parts."""
-    plugins, servers = _lab_sh_disabled_names()
-    assert plugins == set(DISABLED_LAB_PLUGINS), (
-        f"scripts/lab.sh disables lab plugins {sorted(plugins)}; tests/e2e/jupyterlab_harness.py disables "
-        f"{sorted(DISABLED_LAB_PLUGINS)}: keep DISABLED_LAB_PLUGINS in step with lab.sh")
-    assert servers == set(DISABLED_SERVER_EXTENSIONS), (
-        f"scripts/lab.sh disables server extensions {sorted(servers)}; tests/e2e/jupyterlab_harness.py disables "
-        f"{sorted(DISABLED_SERVER_EXTENSIONS)}: keep DISABLED_SERVER_EXTENSIONS in step with lab.sh")
-    assert not any("validate" in name for name in plugins | servers), "Validate must stay available to students"
+@pytest.mark.parametrize("student", [True, False], ids=["through-env.sh", "TM_LAB_ENV=current"])
+def test_lab_sh_configures_then_opens_course(tmp_path, student):
+    """`./scripts/lab.sh` with no arguments: hides nbgrader's instructor tools at sys-prefix level (quietly),
+    then starts jupyter lab on course/."""
+    proc, calls = run_lab_sh(tmp_path, student=student)
+    assert proc.returncode == 0, proc.stderr
+    assert LAB_SH_ERROR not in proc.stderr, proc.stderr
+    jupyter = [c for c in calls if not c.startswith("python ")]
+    assert not [c for c in calls if c.startswith("python") and "pip" in c], f"env.sh installed something: {calls}"
+    plugins = " ".join(DISABLED_LAB_PLUGINS)
+    servers = " ".join(DISABLED_SERVER_EXTENSIONS)
+    assert jupyter == [
+        f"labextension disable --level=sys_prefix {plugins}",
+        f"labextension lock --level=sys_prefix {plugins}",
+        f"server extension disable --sys-prefix {servers}",
+        f"lab --notebook-dir={REPO / 'course'}",
+    ], jupyter
+    assert not any("validate" in c for c in jupyter), "Validate must stay available to students"
+
+
+def test_lab_sh_arguments_pass_through_and_notebook_dir_replaces_course(tmp_path):
+    proc, calls = run_lab_sh(tmp_path, "--no-browser", "--port=8899", f"--notebook-dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    assert calls[-1] == f"lab --no-browser --port=8899 --notebook-dir={tmp_path}", calls
+    proc, calls = run_lab_sh(tmp_path, "--ServerApp.root_dir", str(tmp_path))
+    assert calls[-1] == f"lab --ServerApp.root_dir {tmp_path}", calls
+
+
+@pytest.mark.parametrize("fail", ["lock", "server"])
+def test_lab_sh_reports_a_failing_configuration_command(tmp_path, fail):
+    """A configuration command that fails (or, like `jupyter server extension disable`, says "Validation
+    failed" and exits 0) is reported on stderr with its output; JupyterLab still starts for the student."""
+    proc, calls = run_lab_sh(tmp_path, fail=fail)
+    assert proc.returncode == 0, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith(LAB_SH_ERROR)]
+    assert len(errors) == 1, proc.stderr
+    if fail == "lock":
+        assert "jupyter labextension lock" in errors[0] and "exit 3" in errors[0], errors
+        assert "cannot write page_config.json" in proc.stderr
+    else:
+        assert "jupyter server extension disable" in errors[0], errors
+        assert "Validation failed" in proc.stderr
+    assert calls[-1] == f"lab --notebook-dir={REPO / 'course'}", calls
 
 
 # --------------------------------------------------------------------------- the student setup
 
 
 def test_instructor_tools_not_exposed(page, lab_server):
-    """Formgrader, Create Assignment and the course list are absent; Validate is in the notebook toolbar."""
+    """Formgrader, Create Assignment and the course list are absent (and locked off); Validate is in the
+    notebook toolbar. The server is scripts/lab.sh's: this is what its configuration commands achieved."""
+    assert not lab_server.launcher_errors(), "scripts/lab.sh reported:\n" + "\n".join(lab_server.launcher_errors())
     for path in ("/formgrader", "/formgrader/api/status", "/formgraders"):
         assert lab_server.get(path)[0] == 404, f"GET {path} is served: the instructor's server extension is on"
     assert lab_server.get("/nbgrader_version?version=0.9.6")[0] == 200, "nbgrader's Validate endpoint is missing"
@@ -205,6 +279,19 @@ def test_instructor_tools_not_exposed(page, lab_server):
         "els => els.map(e => (e.getAttribute('title') || '') + ' ' + e.textContent)")
     assert not [t for t in tabs if re.search(r"create assignment|formgrader", t, re.I)], tabs
     assert page.locator("#nbgrader-create_assignemnt").count() == 0  # nbgrader's own (misspelt) panel id
+
+    # Locked: the Plugin Manager (Settings -> Plugin Manager, or its REST API) cannot switch them back on
+    locks = lab_server.api("GET", "/lab/api/plugins")
+    assert set(DISABLED_LAB_PLUGINS) <= set(locks["lockRules"]), f"not locked: {locks}"
+    for plugin in DISABLED_LAB_PLUGINS:
+        try:
+            result = lab_server.api("POST", "/lab/api/plugins", body={"cmd": "enable", "plugin_name": plugin})
+        except urllib.error.HTTPError as err:
+            result = {"status": "error", "message": err.read().decode("utf-8", "replace")}
+        else:  # enabled (in the throwaway user config): put it back before failing
+            lab_server.api("POST", "/lab/api/plugins", body={"cmd": "disable", "plugin_name": plugin})
+        assert result.get("status") == "error" and "locked" in result.get("message", ""), \
+            f"the Plugin Manager enabled {plugin}: {result}"
 
 
 # --------------------------------------------------------------------------- every chapter opens
