@@ -16,7 +16,9 @@ Widget outputs (``application/vnd.jupyter.widget-view+json``) cannot render with
 ``interact`` panel is replaced by a one-line note, a progress bar is dropped, and the notebook's widget
 state goes (every chapter draws its static figure in a plain cell before the interactive one).
 Math renders with a local MathJax (the ``sphinx-mathjax-offline`` package), so the site also works
-without a network; without that package Sphinx's default MathJax from a CDN is used.
+without a network; without that package Sphinx's default MathJax from a CDN is used. Opened from disk
+(``file://``) it works too: only the search page's result summaries are left out there (the browser refuses
+the requests that fetch them), by a few lines of JavaScript in ``_static/tm-site.js``.
 
 The build prepares a throwaway Sphinx source folder (generated ``conf.py`` and ``index.md``, one folder per
 chapter as in ``solutions/``) and runs ``sphinx-build -W``: a broken cross-reference, a missing image or any
@@ -189,6 +191,7 @@ if importlib.util.find_spec("sphinx-mathjax-offline") is not None:
 html_theme = {theme!r}
 html_static_path = ["_static"]
 html_css_files = ["tm-site.css"]
+html_js_files = ["tm-site.js"]
 html_favicon = "_static/tm-favicon.svg"
 html_copy_source = False
 html_show_sourcelink = False
@@ -217,6 +220,15 @@ SITE_CSS = """\
 details.hide.above-input > summary .admonition-title,
 details.tm-answer > summary { cursor: pointer; font-weight: 600; }
 p.tm-widget-note { color: var(--color-foreground-secondary, #555); }
+"""
+
+
+SITE_JS = """\
+// Transformer Mechanics site. Opened from disk (file://), the browser refuses the search page's requests
+// for each result's summary (cross-origin): list the results without summaries instead.
+if (location.protocol === "file:" && typeof DOCUMENTATION_OPTIONS !== "undefined") {
+  DOCUMENTATION_OPTIONS.SHOW_SEARCH_SUMMARY = false;
+}
 """
 
 
@@ -264,6 +276,7 @@ def prepare_source(src: Path, names: list[str], solutions: str = DEFAULT_SOLUTIO
     (src / "conf.py").write_text(CONF_PY.format(title=TITLE, theme=theme))
     (src / "_static").mkdir(exist_ok=True)
     (src / "_static" / "tm-site.css").write_text(SITE_CSS)
+    (src / "_static" / "tm-site.js").write_text(SITE_JS)
     (src / "_static" / "tm-favicon.svg").write_text(FAVICON_SVG)
     (src / "index.md").write_text(_index_md(pages, solutions))
     return pages

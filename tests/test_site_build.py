@@ -1,6 +1,8 @@
 """The static site (`python -m grading site`): built in both solution modes, read as text, no browser.
 
-Every chapter page exists and is linked from the index; no hidden-test line ever reaches a page; in `omit`
+The site is built by the one command instructors run, `python -m grading site --out DIR [--solutions toggle]`,
+in a subprocess. Every chapter page exists and is linked from the index, and shows exactly its reference
+notebook's figures; no hidden-test line ever reaches a page; in `omit`
 mode no solution line does either, while in `toggle` mode the reference answers are there, collapsed; the
 site loads nothing from another host and carries no widget state. The browser checks (figures load, links
 resolve, the toggle opens) are in tests/e2e/test_site.py.
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -32,11 +36,24 @@ def require_site_tools() -> None:
         pytest.skip(f"{reason}: site build tests skipped")
 
 
+CLI_OUTPUT: dict[str, str] = {}  # what `python -m grading site` printed, for each mode
+
+
+def grading_site(*args: str) -> subprocess.CompletedProcess:
+    """`python -m grading site ARGS`, as an instructor runs it, from the repository root."""
+    return subprocess.run([sys.executable, "-m", "grading", "site", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, TM_ROOT=str(ROOT)))
+
+
 @pytest.fixture(scope="module", params=["omit", "toggle"])
 def site(request, tmp_path_factory):
+    """The site built by the command line: `--out DIR` (omit, the default) or `--out DIR --solutions toggle`."""
     require_site_tools()
     out = tmp_path_factory.mktemp(f"site-{request.param}") / "html"
-    build_site(out, solutions=request.param, root=ROOT, log=lambda *_: None)
+    args = ["--out", str(out)] + (["--solutions", request.param] if request.param != "omit" else [])
+    proc = grading_site(*args)
+    assert proc.returncode == 0, f"python -m grading site {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}"
+    CLI_OUTPUT[request.param] = proc.stdout
     return request.param, out
 
 
@@ -48,21 +65,30 @@ class _Text(HTMLParser):
         self.parts: list[str] = []
         self.in_details: list[str] = []
         self.tags: list[tuple[str, dict]] = []
+        self.output_images: list[str] = []  # src of each <img> inside a cell's output (a figure)
         self._details = 0
         self._skip = 0
+        self._divs: list[bool] = []  # open <div>s: is each a cell output?
 
     def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
+        attrs = dict(attrs)
+        self.tags.append((tag, attrs))
         if tag == "details":
             self._details += 1
         if tag in ("script", "style"):
             self._skip += 1
+        if tag == "div":
+            self._divs.append("cell_output" in (attrs.get("class") or "").split())
+        if tag == "img" and any(self._divs):
+            self.output_images.append(attrs.get("src", ""))
 
     def handle_endtag(self, tag):
         if tag == "details":
             self._details -= 1
         if tag in ("script", "style"):
             self._skip -= 1
+        if tag == "div" and self._divs:
+            self._divs.pop()
 
     def handle_data(self, data):
         if self._skip:
@@ -91,6 +117,30 @@ def region_lines(nb, *, hidden: bool) -> set[str]:
         if is_test if hidden else bool(meta.get("solution")):
             inside.update(line.strip() for line in split_secret(cell.source)[0])
     return secret_lines(nb) & inside
+
+
+def test_command_line_writes_index_and_one_page_per_chapter(site, root):
+    """`python -m grading site --out DIR [--solutions toggle]`: DIR/index.html and DIR/<ch>/<ch>.html for each
+    chapter (no other chapter pages), and the command says what it built and how to open it."""
+    from grading.paths import chapters
+
+    mode, out = site
+    names = chapters(root)
+    assert (out / "index.html").is_file(), f"no {out / 'index.html'}"
+    pages = sorted(p.relative_to(out).as_posix() for p in out.glob("*/*.html") if not p.parent.name.startswith("_"))
+    assert pages == [f"{ch}/{ch}.html" for ch in names], f"chapter pages {pages} for chapters {names}"
+    printed = CLI_OUTPUT[mode]
+    assert f"built {len(names)} chapter page(s) ({mode} solutions)" in printed, printed
+    assert f"open {out / 'index.html'} in a browser" in printed, printed
+
+
+def test_command_line_refuses_to_overwrite_a_folder_that_is_not_a_site(tmp_path):
+    require_site_tools()
+    (tmp_path / "notes.txt").write_text("an instructor's file\n")
+    proc = grading_site("00_orientation", "--out", str(tmp_path))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "is not an earlier site build" in proc.stderr, proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"], "the folder was touched"
 
 
 def test_index_links_every_chapter(site, root):
@@ -148,10 +198,14 @@ def test_pages_are_self_contained(site, chapter):
         assert not re.match(r"^(https?:)?//", url), f"{chapter}: <{tag}> loads {url} from another host"
         target = (path.parent / url.split("?")[0].split("#")[0]).resolve()
         assert target.is_file(), f"{chapter}: <{tag}> refers to {url}, which the build did not write"
-    images = [attrs for tag, attrs in page.tags if tag == "img"]
-    figures = sum("image/png" in o.get("data", {}) for c in site_notebook(chapter, mode, ROOT).cells
-                  for o in c.get("outputs", []))
-    assert len(images) >= figures, f"{chapter}: {figures} figure output(s), {len(images)} <img> on the page"
+    # exactly the reference notebook's figures, each a cell output on the page (the browser test checks that
+    # they load and are drawn)
+    figures = sum("image/png" in o.get("data", {}) for c in reference.cells for o in c.get("outputs", []))
+    shown = sum("image/png" in o.get("data", {}) for c in site_notebook(chapter, mode, ROOT).cells
+                for o in c.get("outputs", []))
+    assert shown == figures, f"{chapter} ({mode}): the site's notebook has {shown} of {figures} figure outputs"
+    assert len(page.output_images) == figures, (
+        f"{chapter} ({mode}): {figures} figure output(s) in solutions/, {len(page.output_images)} on the page")
 
 
 def test_broken_link_or_missing_image_fails_the_build(tmp_path):

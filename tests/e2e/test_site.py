@@ -3,7 +3,8 @@
 The site is built once (solutions behind toggles, the mode with something to click), served by a throwaway
 http.server on 127.0.0.1, and every chapter page is read as a visitor sees it: its heading, its figures
 loaded, its math typeset, the reference answers collapsed until clicked, no console error or failed request,
-and every internal link (other pages and #anchors) pointing at a page and an id that exist.
+and every internal link (other pages and #anchors) pointing at a page and an id that exist. The same site is
+also opened from disk (file://), as the README suggests: math, figures and search work there too.
 Browser machinery (the session's one Chromium, new_page, failure screenshots) is shared with the
 JupyterLab tests; without Chromium or Playwright these tests skip with the reason (fail under TM_E2E_REQUIRE=1).
 """
@@ -18,6 +19,7 @@ import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urldefrag, urlsplit
+from urllib.request import url2pathname
 
 import nbformat
 import pytest
@@ -82,18 +84,21 @@ class _Ids(HTMLParser):
                 self.ids.add(value)
 
 
+SITE_E2E = "site e2e tests"
+
+
 def require_site_tools() -> None:
     missing = missing_site_tools()
     if missing:
         reason = f"{', '.join(missing)} not installed (pip install -e \".[site]\")"
         if os.environ.get("TM_E2E_REQUIRE", "") not in ("", "0"):
             pytest.fail(f"{reason}, and TM_E2E_REQUIRE is set")
-        pytest.skip(f"{reason}: site e2e tests skipped")
+        pytest.skip(f"{reason}: {SITE_E2E} skipped")
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    require_browser_stack()  # no point building what nobody can look at
+    require_browser_stack(SITE_E2E)  # no point building what nobody can look at
     require_site_tools()
     out = tmp_path_factory.mktemp("site") / "html"
     build_site(out, solutions=MODE, root=REPO, log=lambda *_: None)
@@ -183,10 +188,38 @@ def test_index_lists_every_chapter(site, site_page):
     assert not site_page.console_errors, site_page.console_errors
 
 
+def figure_count(nb) -> int:
+    """The notebook's figures: its image/png outputs."""
+    return sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+
+
+# Every <img> of the article, in page order: is it a cell output, did it load, how large is it drawn.
+IMAGES_JS = """() => [...document.querySelectorAll('article img')].map(img => {
+    const box = img.getBoundingClientRect();
+    return {src: img.getAttribute('src'), output: !!img.closest('.cell_output'),
+            loaded: img.complete && img.naturalWidth > 0 && img.naturalHeight > 0,
+            width: box.width, height: box.height, hidden: getComputedStyle(img).visibility === 'hidden'};
+})"""
+
+
+def check_figures(page, chapter: str, figures: int) -> None:
+    """The page shows exactly FIGURES figures (cell-output images), each loaded and drawn at a non-zero size;
+    every other image of the article loads too."""
+    images = page.evaluate(IMAGES_JS)
+    outputs = [img for img in images if img["output"]]
+    assert len(outputs) == figures, (f"{chapter}: the reference notebook has {figures} figure output(s), the page "
+                                     f"shows {len(outputs)}: {[img['src'] for img in outputs]}")
+    broken = [img["src"] for img in images if not img["loaded"]]
+    assert not broken, f"{chapter}: images that did not load: {broken}"
+    invisible = [img["src"] for img in outputs if img["width"] <= 0 or img["height"] <= 0 or img["hidden"]]
+    assert not invisible, f"{chapter}: figures drawn at zero size or hidden: {invisible}"
+
+
 def test_chapter_page(site, site_page, chapter):
     nb = nbformat.read(solutions_notebook(chapter, REPO), as_version=4)
     shown = site_notebook(chapter, MODE, REPO)
-    figures = sum("image/png" in o.get("data", {}) for c in shown.cells for o in c.get("outputs", []))
+    figures = figure_count(nb)
+    assert figure_count(shown) == figures, f"{chapter}: the site's notebook dropped a figure output"
     answers = [c for c in shown.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")]
 
     open_page(site_page, f"{site.url}{chapter}/{chapter}.html")
@@ -200,14 +233,8 @@ def test_chapter_page(site, site_page, chapter):
     assert " ".join(h1.split()) == plain, f"{chapter}: the page's h1 is {h1!r}, the notebook's heading {heading!r}"
     assert heading.split("·")[-1].strip()[:20] in page.title(), f"{chapter}: title is {page.title()!r}"
 
-    # figures: one <img> per figure output, every one loaded
-    images = page.evaluate("""() => [...document.querySelectorAll('article img')].map(img =>
-                               ({src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0}))""")
-    assert len(images) >= figures, f"{chapter}: {figures} figure(s) in the notebook, {len(images)} <img> on the page"
-    if figures:
-        assert images, f"{chapter}: no figure on the page"
-    broken = [img["src"] for img in images if not img["ok"]]
-    assert not broken, f"{chapter}: images that did not load: {broken}"
+    # figures: exactly the reference notebook's figure outputs, every one loaded and drawn
+    check_figures(page, chapter, figures)
 
     # math: typeset by the site's own MathJax, without a TeX error
     if "$" in "".join(c.source for c in nb.cells if c.cell_type == "markdown"):
@@ -232,3 +259,34 @@ def test_chapter_page(site, site_page, chapter):
 
     assert check_links(page, site) > 0
     assert not page.console_errors, f"{chapter}: {page.console_errors}"
+
+
+# --------------------------------------------------------------------------- opened from disk
+
+
+def test_site_opened_from_disk(site, site_page):
+    """file://.../index.html, as the README suggests: every chapter page typesets its math and shows its
+    figures, links lead to files that exist, and search lists results, all without a console error."""
+    from grading.paths import chapters
+
+    page = site_page
+    index = (site.root / "index.html").as_uri()
+    open_page(page, index)
+    assert "Transformer Mechanics" in page.title()
+    hrefs = page.evaluate("() => [...document.querySelectorAll('article a.reference.internal')].map(a => a.href)")
+    for chapter in chapters(REPO):
+        url = (site.root / chapter / f"{chapter}.html").as_uri()
+        assert url in hrefs, f"the index opened from disk does not link {url}: {hrefs}"
+        open_page(page, url)
+        nb = nbformat.read(solutions_notebook(chapter, REPO), as_version=4)
+        if "$" in "".join(c.source for c in nb.cells if c.cell_type == "markdown"):
+            assert page.locator("mjx-container").count() > 0, f"{chapter} (file://): no typeset math"
+            assert page.locator("mjx-merror").count() == 0, f"{chapter} (file://): MathJax errors"
+        check_figures(page, f"{chapter} (file://)", figure_count(nb))
+        links = page.evaluate("() => [...document.querySelectorAll('a[href]')].map(a => a.href)")
+        for href in sorted({h.split("#")[0] for h in links if h.startswith("file:")}):
+            target = Path(url2pathname(urlsplit(href).path))
+            assert target.is_file(), f"{chapter} (file://): a link to {href}, which is not a file"
+    open_page(page, (site.root / "search.html").as_uri() + "?q=softmax")
+    page.wait_for_function("() => document.querySelectorAll('#search-results li').length > 0", timeout=30_000)
+    assert not page.console_errors, page.console_errors
