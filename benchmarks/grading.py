@@ -1,6 +1,7 @@
 """Grading throughput: ``python -m grading autograde`` (sandboxed, --jobs 1 and 2) against plain nbgrader.
 
     python benchmarks/grading.py [--n 40] [--chapter 00_orientation]
+    python benchmarks/grading.py --each-chapter     # one complete submission of every chapter, alone
 
 Builds N honest submissions of one chapter (complete, blank, partly solved, wrong answers, cycled), then
 grades the same batch four ways and prints seconds and ratios in one run:
@@ -10,6 +11,9 @@ grades the same batch four ways and prints seconds and ratios in one run:
 * ours, sandbox off, --jobs 1: per-student course roots, repair and checks, no sandbox;
 * ours, sandbox on, --jobs 1: the sandbox's cost is the difference to the previous line;
 * ours, sandbox on, --jobs 2: the parallel speedup over --jobs 1.
+
+``--each-chapter`` instead grades one complete submission of every chapter on its own (sandboxed,
+--jobs 1, nothing else running in the batch) and prints its seconds against the 30 s per submission target.
 
 Honest submissions only, so plain nbgrader can grade the whole batch (a hostile one can abort it:
 shared/PITFALLS.md items 7 and 9).
@@ -67,20 +71,41 @@ def ours(submissions: Path, out: Path, jobs: int, sandbox: str) -> float:
     return seconds
 
 
+def each_chapter(sandbox: str) -> None:
+    from grading.paths import chapters
+
+    print(f"one complete submission per chapter, graded alone (--jobs 1, sandbox {sandbox}), "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for chapter in chapters(ROOT):
+        with tempfile.TemporaryDirectory(prefix="tm-bench-") as tmp:
+            tmp = Path(tmp)
+            subs = write_expected(tmp / "subs", chapter, {"s": honest_samples(chapter, ROOT)["honest--complete"]})
+            start = time.perf_counter()
+            result = autograde(subs, tmp / "out", jobs=1, root=ROOT, sandbox=sandbox, log=lambda *_: None)[0]
+            seconds = time.perf_counter() - start
+        verdict = "ok" if seconds <= 30 else "OVER the 30 s target"
+        print(f"{chapter:<18} {result.score:g}/{result.max_score:g} {result.status:<7} {seconds:6.1f} s  {verdict}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--chapter", default="00_orientation")
+    ap.add_argument("--each-chapter", action="store_true", help="time one submission of every chapter instead")
+    ap.add_argument("--sandbox", default="require", choices=["require", "auto", "off"])
     args = ap.parse_args()
-    print(f"{args.n} submissions of {args.chapter}, {os.cpu_count()} cores")
+    if args.each_chapter:
+        each_chapter(args.sandbox)
+        return
+    print(f"{args.n} submissions of {args.chapter}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="tm-bench-") as tmp:
         tmp = Path(tmp)
         subs = batch(args.chapter, args.n, tmp / "subs")
         rows = {}
         rows["plain nbgrader (autograde + feedback)"] = plain_nbgrader(args.chapter, subs, tmp / "plain")
         rows["ours, sandbox off, --jobs 1"] = ours(subs, tmp / "o1", 1, "off")
-        rows["ours, sandbox on,  --jobs 1"] = ours(subs, tmp / "o2", 1, "require")
-        rows["ours, sandbox on,  --jobs 2"] = ours(subs, tmp / "o3", 2, "require")
+        rows["ours, sandbox on,  --jobs 1"] = ours(subs, tmp / "o2", 1, args.sandbox)
+        rows["ours, sandbox on,  --jobs 2"] = ours(subs, tmp / "o3", 2, args.sandbox)
     base = rows["plain nbgrader (autograde + feedback)"]
     for name, seconds in rows.items():
         print(f"{name:<40} {seconds:8.1f} s  {seconds / args.n:6.2f} s/submission  {seconds / base:5.2f}x plain")

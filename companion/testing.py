@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "TamperingDetected",
     "call_quietly",
     "call_within",
     "check_close",
@@ -24,8 +25,150 @@ __all__ = [
     "check_shape",
     "check_tensor_type",
     "cmp",
+    "integrity_problems",
     "ok",
 ]
+
+TAMPERING_MARK = "tampering detected at run time"
+
+
+class TamperingDetected(AssertionError):
+    """A check found the functions or hooks the tests rely on changed since this module was imported."""
+
+
+# --- run-time integrity -------------------------------------------------------------------------------
+# The autograder's static scan (grading/tamper.py) reads a submission before it runs; this is the second
+# layer, inside the kernel. When this module is imported (the locked setup cell, or the grading kernel's
+# start-up), it records which objects the namespaces the tests compute with hold; every check below first
+# confirms they are unchanged: no function of torch, torch.Tensor, torch.testing, torch.nn.functional,
+# torch.linalg, numpy, math, builtins or this module replaced, no IPython input transformer, AST
+# transformer or event callback added, no trace or profile function set. A changed one fails the check with
+# TAMPERING_MARK in its message, which the grader reports. Like any check inside the kernel it raises the
+# bar rather than proving anything: it is one layer of three (static scan, this, the sandbox).
+
+_SAFE_CALLBACK_MODULES = ("matplotlib", "matplotlib_inline", "ipykernel", "IPython", "ipywidgets", "comm",
+                          "ipympl", "tqdm")
+
+
+def _namespaces() -> dict[str, tuple[Any, bool]]:
+    """name -> (namespace, strict): strict namespaces (classes) must not gain entries either."""
+    import builtins
+    import math
+    import sys
+
+    import torch.nn.functional
+
+    spaces: dict[str, tuple[Any, bool]] = {
+        "builtins": (builtins, False), "math": (math, False), "torch": (torch, False),
+        "torch.testing": (torch.testing, False), "torch.nn.functional": (torch.nn.functional, False),
+        "torch.linalg": (torch.linalg, False), "torch.Tensor": (torch.Tensor, True),
+        "torch.nn.Module": (torch.nn.Module, True), "companion.testing": (sys.modules[__name__], False),
+    }
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        spaces["numpy"] = (numpy, False)
+        if "numpy.testing" in sys.modules:
+            spaces["numpy.testing"] = (sys.modules["numpy.testing"], False)
+    return spaces
+
+
+# rebound in normal use: ipykernel points builtins.input at the front end for every cell it runs
+_VOLATILE = {"input", "raw_input", "getpass"}
+
+
+def _entries(space: Any, strict: bool) -> dict[str, int]:
+    out = {}
+    for key, value in list(vars(space).items()):
+        if not strict and (key.startswith("_") or key in _VOLATILE):
+            continue  # module-level private state changes in normal use (builtins._ is the last result)
+        if strict or callable(value):
+            out[key] = id(value)
+    return out
+
+
+def _shell_state() -> dict[str, Any]:
+    import sys
+
+    state: dict[str, Any] = {"trace": sys.gettrace(), "profile": sys.getprofile()}
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return state
+    shell = get_ipython()
+    if shell is None:
+        return state
+    state["shell"] = shell
+    state["input_transformers_post"] = list(shell.input_transformers_post)
+    state["input_transformers_cleanup"] = list(shell.input_transformers_cleanup)
+    state["ast_transformers"] = list(shell.ast_transformers)
+    state["events"] = {name: list(callbacks) for name, callbacks in shell.events.callbacks.items()}
+    state["methods"] = {name: getattr(type(shell), name, None) for name in ("run_cell", "run_code", "showtraceback")}
+    state["instance"] = {name: name in vars(shell) for name in ("run_cell", "run_code", "showtraceback")}
+    return state
+
+
+def _snapshot() -> dict[str, Any]:
+    return {
+        "spaces": {name: (space, strict, _entries(space, strict)) for name, (space, strict) in _namespaces().items()},
+        "shell": _shell_state(),
+        "objects": {},  # keeps every recorded object alive, so an id is never reused
+    }
+
+
+def _keep_alive(snap: dict[str, Any]) -> None:
+    for name, (space, strict, _) in snap["spaces"].items():
+        snap["objects"][name] = dict(vars(space))
+
+
+_SNAPSHOT = _snapshot()
+_keep_alive(_SNAPSHOT)
+
+
+def _callback_ok(callback: Any) -> bool:
+    module = getattr(callback, "__module__", None) or getattr(type(callback), "__module__", "") or ""
+    return module.split(".")[0] in _SAFE_CALLBACK_MODULES
+
+
+def integrity_problems() -> list[str]:
+    """What changed, since this module was imported, in what the tests rely on ([] when nothing did)."""
+    problems = []
+    for name, (space, strict, before) in _SNAPSHOT["spaces"].items():
+        now = _entries(space, strict)
+        for key, ident in before.items():
+            if key not in now:
+                problems.append(f"{name}.{key} was deleted")
+            elif now[key] != ident:
+                problems.append(f"{name}.{key} was replaced")
+        if strict:
+            problems += [f"{name}.{key} was added" for key in now if key not in before]
+        if len(problems) > 3:
+            break
+    before = _SNAPSHOT["shell"]
+    now = _shell_state()
+    if now["trace"] is not before["trace"] or now["profile"] is not before["profile"]:
+        problems.append("a trace or profile function was set (sys.settrace / sys.setprofile)")
+    shell = before.get("shell")
+    if shell is not None:
+        if now.get("shell") is not shell:
+            problems.append("the IPython shell was replaced")
+        else:
+            for key in ("input_transformers_post", "input_transformers_cleanup", "ast_transformers"):
+                if now[key] != before[key]:
+                    problems.append(f"IPython's {key} were changed")
+            for event, callbacks in now["events"].items():
+                old = before["events"].get(event, [])
+                if any(c not in callbacks for c in old) or any(c not in old and not _callback_ok(c) for c in callbacks):
+                    problems.append(f"an IPython '{event}' event callback was registered or removed")
+            if now["methods"] != before["methods"] or now["instance"] != before["instance"]:
+                problems.append("IPython's run_cell, run_code or showtraceback was replaced")
+    return problems
+
+
+def _guard() -> None:
+    problems = integrity_problems()
+    if problems:
+        shown = "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
+        raise TamperingDetected(f"{TAMPERING_MARK}: {shown}")
 
 
 def _describe(obj: Any) -> str:
@@ -35,13 +178,14 @@ def _describe(obj: Any) -> str:
 
 
 def check_tensor_type(name: str, actual: Any) -> None:
+    _guard()
     if not isinstance(actual, torch.Tensor):
         raise AssertionError(f"{name}: expected a torch.Tensor, got {_describe(actual)}")
 
 
 def check_shape(name: str, actual: Any, expected: Sequence[int]) -> None:
     """Assert ``actual`` is a tensor of shape ``expected``."""
-    check_tensor_type(name, actual)
+    check_tensor_type(name, actual)  # (runs the integrity check)
     want = tuple(int(s) for s in expected)
     got = tuple(actual.shape)
     if got != want:
@@ -112,6 +256,7 @@ def call_quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     A warning printed on stderr inside a graded test cell costs the whole cell's
     points (nbgrader reads stderr as failure); a warning is not a wrong answer.
     """
+    _guard()
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         return fn(*args, **kwargs)
@@ -153,6 +298,7 @@ def call_within(seconds: float, fn: Callable[..., Any], *args: Any, **kwargs: An
 
 def ok(message: str) -> None:
     """Print a passed check (stdout)."""
+    _guard()
     print(f"\u2713 {message}")
 
 

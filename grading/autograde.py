@@ -74,6 +74,7 @@ class Template:
     release_nb: nbformat.NotebookNode
     max_score: float
     secrets: dict[str, str] = field(default_factory=dict)  # hidden-test line -> its test cell's grade id
+    checks: dict[str, int] = field(default_factory=dict)  # test cell -> passed checks it prints when solved
 
     def data_files(self) -> list[Path]:
         """The chapter's files other than its notebook (nbgrader hands them to students and the grader)."""
@@ -90,6 +91,7 @@ class SandboxPolicy:
     limits: sbx.Limits = field(default_factory=sbx.Limits)
     mpl_cache: Path | None = None
     enabled: bool = False
+    first_uid: int = sbx.FIRST_UID
 
 
 def _max_score(course_root: Path, chapter: str) -> float:
@@ -106,8 +108,50 @@ def build_templates(names: list[str], workdir: Path, root: Path) -> dict[str, Te
         course_root = make_template(chapter, workdir, root)
         release_nb = nbformat.read(course_root / "release" / chapter / f"{chapter}.ipynb", as_version=4)
         source_nb = nbformat.read(course_root / "source" / chapter / f"{chapter}.ipynb", as_version=4)
-        templates[chapter] = Template(course_root, release_nb, _max_score(course_root, chapter), hidden_test_lines(source_nb))
+        templates[chapter] = Template(course_root, release_nb, _max_score(course_root, chapter),
+                                      hidden_test_lines(source_nb), passed_checks(source_nb))
     return templates
+
+
+CHECK_MARK = "\u2713"  # companion.testing.ok() starts each passed check's line with it
+TRUNCATED = "... Output truncated ..."  # nbgrader's LimitOutput
+
+
+def _stream_lines(cell: nbformat.NotebookNode) -> list[str]:
+    text = "".join(o.get("text", "") for o in cell.get("outputs", [])
+                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    return text.splitlines()
+
+
+def passed_checks(source_nb: nbformat.NotebookNode) -> dict[str, int]:
+    """Test cell grade id -> how many passed-check lines (``ok()``) it printed in the executed reference."""
+    out = {}
+    for cell in source_nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("grade") and meta.get("grade_id"):
+            out[meta["grade_id"]] = sum(line.startswith(CHECK_MARK) for line in _stream_lines(cell))
+    return out
+
+
+def _unfinished_tests(autograded: Path, result: "Result", expected: dict[str, int]) -> list[tuple[str, int, int]]:
+    """Test cells that earned points without printing all the passed checks they print when they run in
+    full: (grade id, printed, expected). A test cell that was blanked or cut short (an input transformer,
+    an AST transformer, a patched run_cell) runs without error, which nbgrader scores as passed."""
+    nb = nbformat.read(autograded, as_version=4)
+    short = []
+    for cell in nb.cells:
+        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if cell.cell_type != "code" or gid not in expected or not expected[gid]:
+            continue
+        if result.cells.get(gid, (0, 0))[0] == 0:
+            continue
+        lines = _stream_lines(cell)
+        if any(line.startswith(TRUNCATED) for line in lines):
+            continue  # nbgrader cut the output: the count cannot be read (the scans still apply)
+        printed = sum(line.startswith(CHECK_MARK) for line in lines)
+        if printed < expected[gid]:
+            short.append((gid, printed, expected[gid]))
+    return short
 
 
 def hidden_test_lines(source_nb: nbformat.NotebookNode) -> dict[str, str]:
@@ -198,6 +242,32 @@ def _execution_notes(autograded: Path, cell_timeout: int) -> list[str]:
     return notes
 
 
+def _runtime_tampering(autograded: Path) -> list[tuple[str, str]]:
+    """(grade id, message) of the test cells where companion.testing's run-time check caught tampering."""
+    from companion.testing import TAMPERING_MARK
+
+    nb = nbformat.read(autograded, as_version=4)
+    caught = []
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("grade"):
+            continue
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" and output.get("ename") == "TamperingDetected" \
+                    and TAMPERING_MARK in output.get("evalue", ""):
+                caught.append((meta.get("grade_id", "?"), output["evalue"][:300]))
+                break
+    return caught
+
+
+def _tests_from(autograded: Path, grade_id: str) -> list[str]:
+    """Grade ids of the test cells from ``grade_id`` on, in the order the graded notebook ran them."""
+    nb = nbformat.read(autograded, as_version=4)
+    ids = [c.metadata.nbgrader["grade_id"] for c in nb.cells
+           if c.cell_type == "code" and c.get("metadata", {}).get("nbgrader", {}).get("grade")]
+    return ids[ids.index(grade_id):] if grade_id in ids else ids
+
+
 class Worker:
     """A ``python -m grading.worker --serve`` process grading one submission at a time for one slot.
 
@@ -285,9 +355,14 @@ def grade_one(
     policy: SandboxPolicy | None = None,
     slot: int = 0,
     worker: "Worker | None" = None,
+    scan: bool = True,
 ) -> Result:
     """Grade one submission; never raises for anything the submission did."""
     if template is None:
+        if sub.stray:
+            return Result(sub.student, sub.chapter, 0, 0, "error",
+                          f"notebook {sub.stray!r} is not in a chapter folder and its name is no chapter's "
+                          "(expected <student>/<chapter>/<chapter>.ipynb)")
         return Result(sub.student, sub.chapter, 0, 0, "error", f"unknown chapter {sub.chapter!r}")
 
     findings: list[tamper.Finding] = []
@@ -300,7 +375,7 @@ def grade_one(
     prepared: Prepared = prepare(sub, template.release_nb)
     if prepared.error:
         return error(prepared.error)
-    findings = tamper.scan(prepared.notebook, template.release_nb)
+    findings = tamper.scan(prepared.notebook, template.release_nb) if scan else []
     course_root = workdir / f"{sub.student}--{sub.chapter}"
     shutil.copytree(template.root, course_root, ignore=shutil.ignore_patterns("release", "exchange"))
     target = course_root / "submitted" / sub.student / sub.chapter / f"{sub.chapter}.ipynb"
@@ -318,9 +393,11 @@ def grade_one(
         box = sbx.Sandbox(
             scratch=box_dir / "scratch",
             runtime=runtime,
-            uid=sbx.FIRST_UID + slot,
+            uid=policy.first_uid + slot,
             limits=policy.limits,
             env={"TM_SCALE": "reduced", "TM_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"},
+            # the run-time integrity check records the kernel's state before any cell runs
+            startup=["import companion.testing"],
         )
         sbx.prepare(box, template.data_files(), policy.mpl_cache)
         sbx.write_kernelspec(box, box_dir / "jupyter")
@@ -353,9 +430,20 @@ def grade_one(
     notes = prepared.notes + _execution_notes(autograded, cell_timeout)
     result = Result(sub.student, sub.chapter, score, template.max_score, "graded", "", cells)
     if findings:
-        took = _zero(result, tamper.affected_tests(prepared.notebook, findings[0].cell))
+        took = _zero(result, tamper.affected_tests(prepared.notebook, findings[0].cell, template.release_nb))
         shown = "; ".join(str(f) for f in findings[:2]) + (f" (+{len(findings) - 2} more)" if len(findings) > 2 else "")
         notes.append(f"tampering: {shown}; scored 0: {', '.join(took) or 'nothing it had earned'}")
+    short = _unfinished_tests(autograded, result, template.checks)
+    if short:
+        gid, printed, expected = short[0]
+        took = _zero(result, _tests_from(autograded, gid))
+        notes.append(f"tampering: test cell {gid} earned points without running its checks ({printed} of {expected} "
+                     f"passed checks printed); scored 0: {', '.join(took) or 'nothing it had earned'}")
+    caught = _runtime_tampering(autograded)
+    if caught:
+        first, message = caught[0]
+        took = _zero(result, _tests_from(autograded, first))
+        notes.append(f"tampering: {message} (in {first}); scored 0: {', '.join(took) or 'nothing it had earned'}")
     feedback = course_root / "feedback" / sub.student / sub.chapter / f"{sub.chapter}.html"
     own = "\n".join(c.source for c in prepared.notebook.cells if c.cell_type == "code")
     leaked = tamper.leaked_lines(_html_text(feedback), set(template.secrets), own) if feedback.is_file() else []
@@ -389,10 +477,13 @@ def autograde(
     sandbox: str | None = None,
     limits: sbx.Limits | None = None,
     log=print,
+    scan: bool = True,
 ) -> list[Result]:
     """Grade every submission under ``submissions`` (folder or zip); write ``out/grades.csv`` and feedback.
 
-    ``sandbox``: "require", "auto" or "off" (see :class:`SandboxPolicy`; default: ``$TM_SANDBOX`` or "auto")."""
+    ``sandbox``: "require", "auto" or "off" (see :class:`SandboxPolicy`; default: ``$TM_SANDBOX`` or "auto";
+    the command line's default is "require"). ``scan=False`` skips the static tampering scan, so tests can
+    check that the run-time layers hold on their own (the command line always scans)."""
     root = root or repo_root()
     sandbox = sandbox or os.environ.get("TM_SANDBOX", "auto")
     if sandbox not in ("require", "auto", "off"):
@@ -401,10 +492,14 @@ def autograde(
     if sandbox != "off":
         usable, why = sbx.available()
         if not usable and sandbox == "require":
-            raise GradingError(f"cannot sandbox the kernels: {why}")
+            raise GradingError(
+                f"cannot sandbox the kernels: {why}. Student code would run as you, with your files and network; "
+                "install bubblewrap (apt-get install bubblewrap), or pass --sandbox auto/off to grade unconfined "
+                "at your own risk")
         if not usable:
             log(f"WARNING: grading WITHOUT a sandbox ({why}): student code runs as you, with your files")
         policy.enabled = usable
+    policy.first_uid = sbx.run_uids(max(1, jobs))
     if not submissions.exists():
         raise GradingError(f"{submissions}: no such file or folder")
     known = chapters(root)
@@ -428,6 +523,7 @@ def autograde(
         workers = [Worker() for _ in range(max(1, jobs))]
         for n in range(max(1, jobs)):
             slots.put(n)
+        partial = CsvLog(out / "grades.csv")  # each row as it is graded: a crash of ours loses no finished grade
 
         def run(sub: Submission) -> Result:
             start = time.perf_counter()
@@ -436,13 +532,14 @@ def autograde(
                 result = grade_one(
                     sub, templates.get(sub.chapter), work, out,
                     cell_timeout=cell_timeout, notebook_timeout=notebook_timeout, policy=policy, slot=slot,
-                    worker=workers[slot],
+                    worker=workers[slot], scan=scan,
                 )
             except Exception as exc:  # a bug of ours on one submission must not lose the others
                 max_score = templates[sub.chapter].max_score if sub.chapter in templates else 0
                 result = Result(sub.student, sub.chapter, 0, max_score, "error", f"internal grader error: {exc!r}"[:300])
             finally:
                 slots.put(slot)
+            partial.add(result)
             log(f"  {sub.student}/{sub.chapter}: {result.status} {result.score:g}/{result.max_score:g} "
                 f"({time.perf_counter() - start:.1f} s){' - ' + result.message if result.message else ''}")
             return result
@@ -453,8 +550,37 @@ def autograde(
         finally:
             for worker in workers:
                 worker.close()
-    write_csv(results, out / "grades.csv")
+        write_csv(results, out / "grades.csv")
+        _write_shared_gradebook(out / "gradebook.db", results, templates, log)
     return results
+
+
+def _write_shared_gradebook(path: Path, results: list[Result], templates: dict[str, Template], log) -> None:
+    from grading.gradebook import write_gradebook
+
+    if not templates:
+        return
+    course_id = load_config(next(iter(templates.values())).root).CourseDirectory.course_id
+    try:
+        write_gradebook(path, results, {chapter: t.root for chapter, t in templates.items()}, course_id)
+    except Exception as exc:  # grades.csv is written already: report, do not lose the batch
+        log(f"WARNING: could not write the gradebook {path}: {exc!r}")
+
+
+class CsvLog:
+    """``grades.csv`` written by one writer as results come in (unsorted), rewritten sorted at the end."""
+
+    def __init__(self, path: Path) -> None:
+        import threading
+
+        self.path = path
+        self.lock = threading.Lock()
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            csv.DictWriter(fh, fieldnames=CSV_COLUMNS).writeheader()
+
+    def add(self, result: "Result") -> None:
+        with self.lock, self.path.open("a", newline="", encoding="utf-8") as fh:
+            csv.DictWriter(fh, fieldnames=CSV_COLUMNS).writerow(result.row())
 
 
 def write_csv(results: list[Result], path: Path) -> None:

@@ -49,7 +49,8 @@ def _cmd_autograde(args) -> int:
     results = autograde(
         Path(args.submissions), Path(args.out), jobs=args.jobs,
         cell_timeout=args.cell_timeout, notebook_timeout=args.timeout,
-        sandbox=args.sandbox, limits=Limits(memory_mb=args.memory_mb, cpu_seconds=args.timeout),
+        sandbox=args.sandbox or os.environ.get("TM_SANDBOX") or "require",
+        limits=Limits(memory_mb=args.memory_mb, cpu_seconds=args.timeout),
     )
     print()
     print(format_table(results))
@@ -116,8 +117,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cell-timeout", type=int, default=60, help="seconds one cell may run (default 60)")
     s.add_argument("--timeout", type=int, default=600, help="seconds one notebook may take in all (default 600)")
     s.add_argument("--sandbox", choices=["require", "auto", "off"], default=None,
-                   help="confine each kernel with bubblewrap: require it, use it when available (default, or "
-                        "$TM_SANDBOX), or off")
+                   help="confine each kernel with bubblewrap: require it (default, or $TM_SANDBOX), use it when "
+                        "available and otherwise grade unconfined with a warning (auto), or off")
     s.add_argument("--memory-mb", type=int, default=8192, help="address-space limit of a kernel (default 8192)")
     s.set_defaults(func=_cmd_autograde)
 

@@ -78,6 +78,48 @@ ATTACKS: dict[str, tuple[str, str]] = {
     "magic-command": ("%config InlineBackend.figure_format = 'svg'\n!echo hi", "tampering"),
     "writes-files": ("with open('solutions.txt', 'w') as fh:\n    fh.write('x')", "tampering"),
     "history-leak": ("", "tampering"),  # the wrong answer prints the test cell calling it, from IPython's In
+    # ways around a naive scan: magics IPython rewrites, attributes that reach modules, aliases
+    "magic-assign-hides-transformer": (
+        "_x = %pwd\nget_ipython().input_transformers_post.append(lambda lines: [])", "tampering"),
+    "prompt-prefix": (">>> torch.allclose = lambda *a, **k: True", "tampering"),
+    "indented-cell": ("_t = torch.testing\n_t.assert_close = lambda *a, **k: None", "tampering"),  # indented below
+    "module-attribute-reach": (
+        "torch.sys.modules['__main__'].check_close = lambda *a, **k: None", "tampering"),
+    "aliased-monkeypatch": ("_tt = torch.testing\n_tt.assert_close = lambda *a, **k: None", "tampering"),
+    "numpy-monkeypatch": ("import numpy as np\n_n = np\n_n.allclose = lambda *a, **k: True", "tampering"),
+    "class-body-eq": ("class _Yes:\n    __eq__ = lambda self, other: True", "tampering"),
+    "type-built-class": ("_Yes = type('Yes', (), {'__eq__': lambda s, o: True})", "tampering"),
+    "aliased-tensor-subclass": ("_T = torch.Tensor\nclass _Liar(_T):\n    pass", "tampering"),
+    "generator-frame": ("def _g():\n    yield _it.gi_frame.f_back.f_globals\n_it = _g()", "tampering"),
+    "format-string-globals": ("print('{0.__globals__}'.format(ok))", "tampering"),
+    "kwdefaults": ("check_close.__kwdefaults__['atol'] = 1e9", "tampering"),
+    "widget-kernel": (
+        "import ipywidgets\nipywidgets.IntSlider().comm.kernel.shell.events.register('pre_run_cell', print)",
+        "tampering"),
+    "getattr-alias": ("_g = getattr\n_g(torch, 'sys')", "tampering"),
+    "writes-file-via-numpy": (
+        "import numpy as np\nnp.savetxt('numpy.py', [], header='x = 1', comments='')", "tampering"),
+    "global-default-dtype": ("torch.set_default_dtype(torch.float64)", "tampering"),
+}
+# Attacks graded with the static scan switched off (``autograde(..., scan=False)``): the run-time layers must
+# hold on their own. Each replaces the last exercise's answer with a wrong one that the attack would let
+# through: companion.testing's integrity check, or the count of passed checks a test cell prints, catches it.
+RUNTIME_ATTACKS: dict[str, str] = {
+    # the global RNG instead of the generator, and patched comparisons that would hide it
+    "runtime--aliased-patch": (
+        "_t = torch\n_tt = torch.testing\n_real_equal = torch.equal\n"
+        "_tt.assert_close = lambda *a, **k: None\n"
+        "_t.equal = lambda a, b: a.dtype == torch.uint8 or _real_equal(a, b)\n"
+    ),
+    "runtime--input-transformer-blanks-tests": "get_ipython().input_transformers_post.append(lambda lines: [])\n",
+    "runtime--event-hook": "get_ipython().events.register('pre_run_cell', lambda info: None)\n",
+    "runtime--settrace": "import sys\nsys.settrace(lambda *a: None)\n",
+}
+RUNTIME_WRONG = {  # a wrong answer per corpus chapter that only a patched comparison accepts
+    "00_orientation": (
+        "def random_tokens(batch, seq_len, vocab_size, *, generator):\n"
+        "    return torch.randint(0, vocab_size, (batch, seq_len))\n"
+    ),
 }
 KILLERS: dict[str, tuple[str, str]] = {
     "builtins-isinstance": ("import builtins\nbuiltins.isinstance = lambda *a: True", "tampering"),
@@ -99,14 +141,42 @@ def attack_samples(chapter: str, root: Path | None = None) -> dict[str, Expect]:
     out: dict[str, Expect] = {}
     for name, (code, message) in ATTACKS.items():
         source = code + "\n\n" + _wrong_last(last)
+        if name == "indented-cell":  # IPython strips a whole cell's common indentation before it runs
+            source = "".join("    " + line if line.strip() else line for line in source.splitlines(True))
         if name == "history-leak":
             source = f"def {last}(*args, **kwargs):\n    print(In[-1])\n    raise ValueError('not solved')\n"
         out[f"attack--{name}"] = Expect(filled(rel, sol, replace={last: source}), "graded", kept, message)
+    out["attack--deleted-test-cell"] = deleted_test_sample(chapter, root)
     for name, (code, message) in KILLERS.items():
         source = code + "\n\n" + _wrong_last(last)
         status, score = ("graded", kept) if name == "raise-systemexit" else ("error", 0)
         out[f"attack--{name}"] = Expect(filled(rel, sol, replace={last: source}), status, score, message)
     return out
+
+
+def runtime_samples(chapter: str, root: Path | None = None) -> dict[str, Expect]:
+    """RUNTIME_ATTACKS for ``chapter`` (one with an entry in RUNTIME_WRONG), to grade with the scan off."""
+    sol = nbformat.read(solutions_notebook(chapter, root), as_version=4)
+    rel = nbformat.read(course_notebook(chapter, root), as_version=4)
+    points = _points(sol)
+    last = solution_ids(sol)[-1]
+    kept = sum(points.values()) - points[last]
+    return {name: Expect(filled(rel, sol, replace={last: code + "\n" + RUNTIME_WRONG[chapter]}), "graded", kept,
+                         "tampering")
+            for name, code in RUNTIME_ATTACKS.items()}
+
+
+def deleted_test_sample(chapter: str, root: Path | None = None) -> Expect:
+    """An input transformer in the last answer and that exercise's test cell deleted: nbgrader puts the test
+    cell back after the answer, where the transformer blanks it; the scan must zero it all the same."""
+    sol = nbformat.read(solutions_notebook(chapter, root), as_version=4)
+    rel = nbformat.read(course_notebook(chapter, root), as_version=4)
+    points = _points(sol)
+    last = solution_ids(sol)[-1]
+    nb = filled(rel, sol, replace={last: "get_ipython().input_transformers_post.append(lambda lines: [])\n\n"
+                                          + _wrong_last(last)})
+    nb.cells = [c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") != f"test_{last}"]
+    return Expect(nb, "graded", sum(points.values()) - points[last], "tampering")
 
 
 def fault_samples(chapter: str, root: Path | None = None) -> dict[str, Expect]:
@@ -126,6 +196,8 @@ def fault_samples(chapter: str, root: Path | None = None) -> dict[str, Expect]:
         "            time.sleep(30)\n            os._exit(0)\n    except OSError:\n        break\n\n" + answers[last]
     )
     loop = filled(rel, sol, replace={last: "while True:\n    pass"})
+    long_line = "print('x' * 30_000_000)\n\n" + answers[last]
+    big_result = answers[last] + "\n\n'y' * 30_000_000"  # the cell's value: a 30 MB execute_result
     return {
         "fault--malformed-json": Expect(b'{"cells": [ {"cell_type": "code", ', "error", 0, "malformed notebook"),
         "fault--truncated": Expect(text[: len(text) // 3], "error", 0, "malformed notebook"),
@@ -140,6 +212,11 @@ def fault_samples(chapter: str, root: Path | None = None) -> dict[str, Expect]:
         "fault--memory-bomb": Expect(filled(rel, sol, replace={last: memory}), "graded", total - points[last], ""),
         "fault--fork-bomb": Expect(filled(rel, sol, replace={last: forks}), "graded", total - points[last], "tampering"),
         "fault--infinite-loop": Expect(loop, "graded", total - points[last], "timeout"),
+        "fault--one-huge-line": Expect(filled(rel, sol, replace={last: long_line}), "graded", total, ""),
+        "fault--huge-result": Expect(filled(rel, sol, replace={last: big_result}), "graded", total, ""),
+        # a notebook directly in the student's folder: graded as its chapter, with a note
+        "fault--stray-notebook": Expect({f"../{chapter}.ipynb": text}, "graded", total, "outside its chapter folder"),
+        "fault--stray-unknown-notebook": Expect({"../homework.ipynb": text}, "error", 0, "not in a chapter folder"),
     }
 
 
@@ -174,8 +251,13 @@ def write_expected(dest: Path, chapter: str, samples: dict[str, Expect]) -> Path
     """Lay samples out as ``dest/<student>/<chapter>/...``."""
     for student, exp in samples.items():
         folder = dest / student / chapter
-        folder.mkdir(parents=True, exist_ok=True)
         sample = exp.sample
+        if isinstance(sample, dict) and all(name.startswith("../") for name in sample):
+            (dest / student).mkdir(parents=True, exist_ok=True)  # files beside the chapter folders, none made
+            for name, data in sample.items():
+                (dest / student / name[3:]).write_bytes(data)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
         if sample is None:
             (folder / "notes.txt").write_text("forgot the notebook\n")
         elif isinstance(sample, bytes):
@@ -184,5 +266,5 @@ def write_expected(dest: Path, chapter: str, samples: dict[str, Expect]) -> Path
             nbformat.write(sample, folder / f"{chapter}.ipynb")
         else:
             for name, data in sample.items():
-                (folder / name).write_bytes(data)
+                (folder.parent / name[3:] if name.startswith("../") else folder / name).write_bytes(data)
     return dest

@@ -27,9 +27,19 @@ c.GenerateFeedback.preprocessors = [
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
 
-# Huge outputs are cut so one student cannot blow up the gradebook or the feedback.
+# Huge outputs are cut so one student cannot blow up the gradebook or the feedback: by lines (nbgrader's
+# LimitOutput) and by size (grading.feedback.LimitOutputSize, which replaces it in the autograde steps).
 c.LimitOutput.max_lines = 200
 c.LimitOutput.max_traceback = 100
+c.LimitOutputSize.max_lines = 200
+c.LimitOutputSize.max_traceback = 100
+from nbgrader.converters import Autograde  # noqa: E402
+from grading.feedback import LimitOutputSize  # noqa: E402
+
+c.Autograde.autograde_preprocessors = [
+    LimitOutputSize if p.__name__ == "LimitOutput" else p
+    for p in Autograde.class_traits()["autograde_preprocessors"].make_dynamic_default()
+]
 
 # Released notebooks carry no saved widget state (see grading.feedback.ClearWidgetState).
 from nbgrader.converters import GenerateAssignment  # noqa: E402

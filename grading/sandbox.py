@@ -11,10 +11,13 @@ trusted side and only the kernel is sandboxed:
   repository or the grader's home.
 * **network**: a namespace of its own (loopback only); the kernel talks to nbgrader over Unix sockets
   (``KernelManager.transport = "ipc"``) in the connection folder.
-* **identity and limits**: an unprivileged uid of its own per grading slot (so ``RLIMIT_NPROC`` counts only
-  that slot's processes: a fork bomb starves nobody else), no capabilities, a new session and pid
-  namespace (killing the sandbox kills everything in it), ``prlimit`` caps on address space, processes,
-  open files, CPU seconds and file size.
+* **identity and limits**: run as root, each grading slot gets an unprivileged uid of its own (so
+  ``RLIMIT_NPROC`` counts only that slot's processes: a fork bomb starves nobody else); run as an ordinary
+  user (``rootless``), the kernel gets a user namespace of its own instead (bubblewrap's ``--unshare-user``,
+  which needs unprivileged user namespaces, the default on Debian and Ubuntu), and the process limit is
+  counted on top of the processes that user already runs. Either way: no capabilities, no new privileges,
+  a new pid namespace (killing the sandbox kills everything in it), ``prlimit`` caps on address space (per
+  process), processes, open files, CPU seconds and file size.
 * **environment**: cleared; only what a kernel needs (PATH, HOME, the chapter's scale switch) is set, so
   the grader's paths, tokens and ``NBGRADER_*`` variables never reach student code.
 
@@ -34,7 +37,7 @@ DEFAULT_MEMORY_MB = 8192
 DEFAULT_PROCESSES = 256
 DEFAULT_OPEN_FILES = 512
 DEFAULT_FILE_SIZE_MB = 256
-FIRST_UID = 61000  # one uid per grading slot: 61000, 61001, ...
+FIRST_UID = 61000  # one uid per grading slot: 61000, 61001, ... (see run_uids for concurrent runs)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -45,8 +48,22 @@ def tools() -> dict[str, str | None]:
     return {name: shutil.which(name) for name in ("bwrap", "setpriv", "prlimit")}
 
 
+def is_root() -> bool:
+    import os
+
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def run_uids(slots: int) -> int:
+    """The first uid for this run's grading slots: runs started at the same time (two instructors, or two
+    test workers) get different uids, so one run's fork bomb cannot use up another's process limit."""
+    import os
+
+    return FIRST_UID + (os.getpid() % 4096) * max(1, slots)
+
+
 def available() -> tuple[bool, str]:
-    """(usable, reason): the tools exist and a trivial sandbox starts."""
+    """(usable, reason): the tools exist and a trivial sandbox of the kind this user gets starts."""
     if not sys.platform.startswith("linux"):
         return False, "the sandbox needs Linux (bubblewrap); this is " + sys.platform
     missing = [name for name, path in tools().items() if not path]
@@ -55,14 +72,40 @@ def available() -> tuple[bool, str]:
         return False, f"missing {', '.join(missing)}{hint}"
     import subprocess
 
-    probe = subprocess.run(
-        [tools()["bwrap"], "--unshare-net", "--unshare-pid", "--die-with-parent", "--ro-bind", "/", "/", "true"],
-        capture_output=True,
-        text=True,
-    )
+    t = tools()
+    if is_root():
+        argv = [t["bwrap"], "--unshare-net", "--unshare-pid", "--die-with-parent", "--ro-bind", "/", "/",
+                t["setpriv"], f"--reuid={FIRST_UID}", f"--regid={FIRST_UID}", "--clear-groups", "true"]
+    else:
+        argv = [t["bwrap"], "--unshare-user", "--uid", str(FIRST_UID), "--gid", str(FIRST_UID), "--unshare-net",
+                "--unshare-pid", "--die-with-parent", "--ro-bind", "/", "/", "true"]
+    probe = subprocess.run(argv, capture_output=True, text=True)
     if probe.returncode != 0:
-        return False, f"bubblewrap cannot create namespaces here: {probe.stderr.strip()[:200]}"
+        why = probe.stderr.strip()[:200]
+        if not is_root():
+            why += " (as an ordinary user the sandbox needs unprivileged user namespaces: "
+            why += "sysctl kernel.unprivileged_userns_clone=1, or on Ubuntu 24.04 an AppArmor profile for bwrap)"
+        return False, f"bubblewrap cannot create namespaces here: {why}"
     return True, ""
+
+
+def _tasks_of(uid: int) -> int:
+    """Processes and threads the user ``uid`` runs now (what RLIMIT_NPROC counts)."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        try:
+            if int(fields.get("Uid", "-1").split()[0]) == uid:
+                count += int(fields.get("Threads", "1").strip())
+        except ValueError:
+            continue
+    return count
 
 
 @dataclass
@@ -84,6 +127,12 @@ class Sandbox:
     limits: Limits = field(default_factory=Limits)
     env: dict[str, str] = field(default_factory=dict)
     readonly: list[Path] = field(default_factory=list)  # extra read-only paths (same path inside)
+    rootless: bool | None = None  # None: rootless exactly when the grader is not root
+    startup: list[str] = field(default_factory=list)  # Python lines the kernel runs before any cell
+
+    @property
+    def is_rootless(self) -> bool:
+        return (not is_root()) if self.rootless is None else self.rootless
 
 
 def _python_paths() -> list[Path]:
@@ -116,6 +165,10 @@ def kernel_argv(box: Sandbox, inner: list[str]) -> list[str]:
     if not all(t.values()):
         raise SandboxUnavailable(available()[1])
     lim = box.limits
+    import os
+
+    # RLIMIT_NPROC counts every process of the real user: an ordinary user's own count comes on top
+    processes = lim.processes + (_tasks_of(os.getuid()) if box.is_rootless and not is_root() else 0)
     argv = [
         # jupyter_client interrupts a kernel by SIGINT to its process group: prlimit and bwrap must ignore
         # it (bwrap would die and take the kernel with it); ipykernel installs its own handler when it runs
@@ -123,13 +176,15 @@ def kernel_argv(box: Sandbox, inner: list[str]) -> list[str]:
         "/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh",
         t["prlimit"],
         f"--as={lim.memory_mb * 1024 * 1024}",
-        f"--nproc={lim.processes}",
+        f"--nproc={processes}",
         f"--nofile={lim.open_files}",
         f"--cpu={lim.cpu_seconds}",
         f"--fsize={lim.file_size_mb * 1024 * 1024}",
         "--core=0",
         "--",
         t["bwrap"],
+        *(["--unshare-user", "--uid", str(box.uid), "--gid", str(box.uid), "--cap-drop", "ALL"]
+          if box.is_rootless else []),
         "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
         # no --new-session: the kernel must stay in the process group jupyter_client signals, or
         # interrupting a cell that ran over its time limit would not reach it (no tty is shared)
@@ -174,13 +229,18 @@ def kernel_argv(box: Sandbox, inner: list[str]) -> list[str]:
     argv += ["--clearenv"]
     for key, value in env.items():
         argv += ["--setenv", key, value]
-    drop = [
-        t["setpriv"],
-        f"--reuid={box.uid}", f"--regid={box.uid}", "--clear-groups",
-        "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
-    ]
+    if box.is_rootless:  # already unprivileged inside its user namespace, with no capabilities
+        drop = [t["setpriv"], "--no-new-privs"]
+    else:
+        drop = [
+            t["setpriv"],
+            f"--reuid={box.uid}", f"--regid={box.uid}", "--clear-groups",
+            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
+        ]
     argv += ["--chdir", str(box.scratch)]
-    if "{connection_file}" in inner:
+    if box.startup and inner[-2:] == ["-f", "{connection_file}"]:
+        inner = [*inner, *[f"--IPKernelApp.exec_lines={line}" for line in box.startup]]
+    if "{connection_file}" in inner and not box.is_rootless:
         # jupyter_client writes the connection file 0600 as the grader: hand it to the slot's uid first
         # (still root inside the sandbox, which sees nothing but the paths above), then drop privileges
         shell = 'chown {uid}:{uid} "$1" && exec "$@"'.replace("{uid}", str(box.uid))
@@ -205,6 +265,12 @@ def prepare(box: Sandbox, data_files: list[Path] = (), mpl_cache: Path | None = 
         for item in mpl_cache.iterdir():
             if item.is_file():
                 shutil.copy2(item, mpl / item.name)
+    if box.is_rootless:  # the kernel runs as this user: its files are already its own
+        for item in box.scratch.iterdir():
+            if item.is_file() and not item.name.startswith("."):
+                item.chmod(0o444)
+        box.runtime.chmod(0o700)
+        return
     for folder in (box.scratch, box.runtime):
         for dirpath, dirnames, filenames in os.walk(folder):
             os.chown(dirpath, box.uid, box.uid)

@@ -20,7 +20,8 @@ MAX_NOTEBOOK_BYTES = 50 * 2**20
 class Submission:
     student: str
     chapter: str
-    folder: Path  # <root>/<student>/<chapter>
+    folder: Path  # <root>/<student>/<chapter>, or <root>/<student> for a stray notebook
+    stray: str = ""  # a notebook lying directly in the student's folder (its file name)
 
 
 @dataclass
@@ -68,11 +69,19 @@ def find_root(path: Path, known: list[str]) -> Path:
 
 
 def discover(root: Path, known: list[str]) -> list[Submission]:
-    """Every (student, chapter) folder under ``root``, sorted; unknown chapter folders included."""
+    """Every (student, chapter) folder under ``root``, sorted; unknown chapter folders included.
+
+    A notebook lying directly in a student's folder (``alice/03_icl.ipynb``) is a submission too, so it gets
+    its row: of that chapter when its name is a chapter's and the chapter folder is missing, otherwise an
+    error row named after the file."""
     found = []
     for student in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for chapter in sorted(p for p in student.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            found.append(Submission(student.name, chapter.name, chapter))
+        folders = {p.name for p in student.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        for chapter in sorted(folders):
+            found.append(Submission(student.name, chapter, student / chapter))
+        for nb in sorted(p for p in student.iterdir() if p.is_file() and p.suffix == ".ipynb"):
+            if nb.stem not in folders:
+                found.append(Submission(student.name, nb.stem, student, stray=nb.name))
     return found
 
 
@@ -94,7 +103,9 @@ def prepare(sub: Submission, release_nb: NotebookNode) -> Prepared:
     expected = f"{sub.chapter}.ipynb"
     path = sub.folder / expected
     notes: list[str] = []
-    if not path.is_file():
+    if sub.stray:
+        notes.append(f"graded {sub.stray!r} found outside its chapter folder {sub.chapter}/")
+    elif not path.is_file():
         others = sorted(p.name for p in sub.folder.glob("*.ipynb"))
         if len(others) == 1:
             notes.append(f"graded {others[0]!r} submitted in place of {expected!r}")

@@ -16,7 +16,7 @@ import pytest
 
 from grading import sandbox
 from grading.autograde import autograde, hidden_test_lines
-from grading.corpus import attack_samples, fault_samples, honest_samples, write_expected
+from grading.corpus import attack_samples, fault_samples, honest_samples, runtime_samples, write_expected
 
 CHAPTER = "00_orientation"
 
@@ -50,7 +50,9 @@ def test_one_row_per_submission(batch, corpus):
     with (out / "grades.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(r["student"] for r in rows) == sorted(corpus)
-    assert all(r["chapter"] == CHAPTER for r in rows)
+    chapters = {r["student"]: r["chapter"] for r in rows}
+    assert chapters.pop("fault--stray-unknown-notebook") == "homework"  # the stray file's own row
+    assert set(chapters.values()) == {CHAPTER}
 
 
 @pytest.mark.parametrize("kind", ["attack", "fault", "honest"])
@@ -65,6 +67,30 @@ def test_each_submission_gets_its_expected_grade(batch, corpus, kind):
             wrong.append(f"{name}: expected {exp.status} {exp.score:g} '{exp.message}', "
                          f"got {got.status} {got.score:g} '{got.message[:160]}'")
     assert not wrong, "\n".join(wrong)
+
+
+@pytest.fixture(scope="module")
+def runtime_batch(root, tmp_path_factory):
+    """The run-time layers on their own: attacks the static scan would stop, graded with the scan off."""
+    samples = {**runtime_samples(CHAPTER, root), "honest--complete": honest_samples(CHAPTER, root)["honest--complete"]}
+    src = write_expected(tmp_path_factory.mktemp("runtime"), CHAPTER, samples)
+    out = tmp_path_factory.mktemp("runtime-out")
+    results = autograde(src, out, jobs=2, cell_timeout=15, notebook_timeout=240, root=root, sandbox="require",
+                        log=lambda *_: None, scan=False)
+    return samples, {r.student: r for r in results}
+
+
+def test_runtime_layers_hold_without_the_scan(runtime_batch):
+    samples, results = runtime_batch
+    wrong = []
+    for name, exp in samples.items():
+        got = results[name]
+        if (got.status, got.score) != (exp.status, exp.score) or exp.message.lower() not in got.message.lower():
+            wrong.append(f"{name}: expected {exp.status} {exp.score:g} '{exp.message}', "
+                         f"got {got.status} {got.score:g} '{got.message[:200]}'")
+    assert not wrong, "\n".join(wrong)
+    assert "run time" in results["runtime--aliased-patch"].message
+    assert "without running its checks" in results["runtime--input-transformer-blanks-tests"].message
 
 
 def test_honest_grades_equal_grades_alone(batch, corpus, root, tmp_path):
@@ -94,7 +120,26 @@ def test_no_feedback_shows_hidden_tests(batch, root):
     assert results["attack--history-leak"].feedback is None, "feedback of a leaking notebook must be withheld"
 
 
-def test_huge_output_is_cut(batch):
+@pytest.mark.parametrize("name", ["fault--huge-output", "fault--one-huge-line", "fault--huge-result"])
+def test_huge_output_is_cut(batch, name):
     results, _ = batch
-    fb = results["fault--huge-output"].feedback
-    assert fb is not None and fb.stat().st_size < 5 * 2**20
+    fb = results[name].feedback
+    assert fb is not None and fb.stat().st_size < 5 * 2**20, (name, fb and fb.stat().st_size)
+
+
+def test_shared_gradebook_holds_the_trusted_grades(batch):
+    """DIR/gradebook.db (for formgrader) is written by the trusted side with the grades of grades.csv."""
+    from nbgrader.api import Gradebook
+
+    from grading.course import load_config
+
+    results, out = batch
+    course_id = load_config(out).CourseDirectory.course_id
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}", course_id) as gb:
+        for name, result in results.items():
+            if result.chapter != CHAPTER:
+                continue
+            submission = gb.find_submission(CHAPTER, name)
+            assert float(submission.score) == result.score, (name, float(submission.score), result.score)
+            attack = results["attack--aliased-monkeypatch"]
+    assert attack.score < attack.max_score

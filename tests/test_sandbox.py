@@ -71,6 +71,66 @@ def test_kernel_sees_only_its_scratch(tmp_path, root):
     assert got["torch"]
 
 
+def _open_to_others(path) -> bool:
+    """Every folder from / down to ``path`` can be entered by any user (so `nobody` can run this Python)."""
+    import stat
+    from pathlib import Path
+
+    path = Path(path).resolve()
+    return all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents])
+
+
+@pytest.mark.skipif(not sandbox.is_root(), reason="as an ordinary user the test above runs the rootless sandbox")
+def test_rootless_sandbox(root):
+    """Instructors are rarely root: the same probe through bubblewrap's user namespace (``rootless``). Started
+    by `nobody` where this Python is open to other users; otherwise by root with the rootless command line,
+    where everything but the process limit (root is exempt from RLIMIT_NPROC) is checked."""
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    nobody = 65534
+    as_nobody = _open_to_others(sys.base_prefix) and _open_to_others(sys.prefix) and _open_to_others(root)
+    base = Path(tempfile.mkdtemp(prefix="tm-rootless-", dir="/tmp"))  # /tmp/pytest-of-root is closed to nobody
+    try:
+        base.chmod(0o755)
+        secret = base / "gradebook.db"
+        secret.write_text("grades")
+        data = base / "data.csv"
+        data.write_text("1,2\n")
+        box = sandbox.Sandbox(base / "box" / "scratch", base / "box" / "runtime", uid=sandbox.FIRST_UID + 9,
+                              limits=sandbox.Limits(processes=64), rootless=True,
+                              env={"PROBE_REPO": str(root / "solutions"), "PROBE_SECRET": str(secret),
+                                   "PROBE_DATA": str(base / "box" / "scratch" / "data.csv")})
+        sandbox.prepare(box, [data])
+        argv = sandbox.kernel_argv(box, [sys.executable, "-c", PROBE])
+        assert "--unshare-user" in argv and "--reuid" not in " ".join(argv)
+        if as_nobody:
+            for path in [base / "box", *(base / "box").rglob("*")]:
+                os.chown(path, nobody, nobody)
+            argv = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups", *argv]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd="/",
+                              env={**os.environ, "SECRET_TOKEN": "hunter2"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert got["uid"] == sandbox.FIRST_UID + 9
+        assert got["net"] != "open"
+        assert not got["repo"] and not got["secret"], "the kernel can see the grader's files"
+        assert not got["data_writable"], "chapter data files must be read-only"
+        assert got["scratch_writable"]
+        assert "SECRET_TOKEN" not in got["env"]
+        if as_nobody:
+            assert got["forks"] < 64, f"{got['forks']} forks: the process limit did not hold"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_concurrent_runs_get_their_own_uids():
+    assert sandbox.run_uids(2) >= sandbox.FIRST_UID
+    assert sandbox.run_uids(2) + 2 <= 2**31 - 1
+
+
 def test_unknown_mode_is_refused(tmp_path):
     from grading.autograde import autograde
     from grading.paths import GradingError
