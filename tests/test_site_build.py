@@ -226,3 +226,110 @@ def test_broken_link_or_missing_image_fails_the_build(tmp_path):
     message = str(err.value)
     assert "no_such_chapter" in message and "no_such_diagram.png" in message, message
     assert not out.exists(), "a failed build must not leave a site behind"
+
+
+# --------------------------------------------------------------------------- scripts/site.sh's small environment
+
+BLOCKER = '''\
+# Written by tests/test_site_build.py: what .venv-site (scripts/site.sh) does not have looks absent: its modules
+# to `import` and importlib.util.find_spec (every finder answers None), its distributions (their metadata and
+# entry points, e.g. Pygments plugins) to importlib.metadata.
+import re
+import sys
+
+BLOCKED = frozenset({blocked!r})
+HIDDEN = frozenset({hidden!r})
+
+
+def _name(dist):
+    return re.sub(r"[-_.]+", "-", (dist.metadata["Name"] or "")).lower()
+
+
+class _AsInSiteEnvironment:
+    def __init__(self, finder):
+        self._finder = finder
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            return None
+        return self._finder.find_spec(name, path, target)
+
+    def find_distributions(self, *args, **kwargs):
+        find = getattr(self._finder, "find_distributions", None)
+        return (d for d in (find(*args, **kwargs) if find else ()) if _name(d) not in HIDDEN)
+
+    def __getattr__(self, attr):
+        return getattr(self._finder, attr)
+
+
+sys.meta_path[:] = [_AsInSiteEnvironment(f) for f in sys.meta_path if hasattr(f, "find_spec")]
+'''
+
+
+def site_sh_requirements() -> list[str]:
+    """What scripts/site.sh installs into .venv-site: its own `site_requirements` function, run."""
+    script = (ROOT / "scripts" / "site.sh").read_text()
+    function = re.search(r"^site_requirements\(\) \{.*?^\}$", script, re.S | re.M)
+    assert function, "scripts/site.sh has no site_requirements function"
+    proc = subprocess.run(["bash", "-c", f'PY="$1"\n{function.group(0)}\nsite_requirements', "bash", sys.executable],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    return proc.stdout.split()
+
+
+def requirement_closure(requirements: list[str]) -> set[str]:
+    """The normalised names of the installed distributions REQUIREMENTS pull in, recursively."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(req.name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            sub = Requirement(line)
+            if sub.marker is None or sub.marker.evaluate({"extra": ""}):
+                todo.append(sub)
+    return seen
+
+
+def test_site_builds_in_site_sh_environment(tmp_path):
+    """scripts/site.sh builds in .venv-site/: the site extra, nbformat and jupytext, and grading/ from the
+    checkout. `python -m grading site` must work with nothing else: here every module of an installed
+    distribution outside that set (torch, nbgrader, jupyterlab, numpy, companion, ...) is made unimportable,
+    in the command and in the sphinx-build it starts."""
+    require_site_tools()
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    requirements = site_sh_requirements()
+    names = {re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0].lower() for r in requirements}
+    assert {"nbformat", "jupytext", "sphinx", "myst-nb", "furo"} <= names, requirements
+    allowed = requirement_closure(requirements)
+    hidden = {canonicalize_name(d.metadata["Name"]) for d in metadata.distributions()} - allowed
+    blocked = {module for module, dists in metadata.packages_distributions().items()
+               if module != "grading" and not any(canonicalize_name(d) in allowed for d in dists)}
+    assert {"torch", "nbgrader", "jupyterlab", "companion", "numpy"} <= blocked, sorted(blocked)[:20]
+    assert {"torch", "nbgrader", "transformer-mechanics"} <= hidden, sorted(hidden)[:20]
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER.format(blocked=sorted(blocked), hidden=sorted(hidden)))
+
+    out = tmp_path / "html"
+    env = dict(os.environ, TM_ROOT=str(ROOT),
+               PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    proc = subprocess.run([sys.executable, "-m", "grading", "site", "00_orientation", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    report = proc.stdout + proc.stderr
+    assert proc.returncode == 0, (
+        "python -m grading site needs a module scripts/site.sh's .venv-site does not install (add it to "
+        "pyproject.toml's `site` extra or to site.sh's site_requirements, or import it lazily):\n" + report)
+    assert (out / "index.html").is_file() and (out / "00_orientation" / "00_orientation.html").is_file(), report

@@ -96,10 +96,16 @@ def require_site_tools() -> None:
         pytest.skip(f"{reason}: {SITE_E2E} skipped")
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
+@pytest.fixture(scope="session", autouse=True)
+def site_prerequisites():
+    """Chromium, Playwright and the site's tools, checked before any other fixture (the session's Chromium
+    included), so that these tests skip, or fail under TM_E2E_REQUIRE=1, with their own reason."""
     require_browser_stack(SITE_E2E)  # no point building what nobody can look at
     require_site_tools()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site") / "html"
     build_site(out, solutions=MODE, root=REPO, log=lambda *_: None)
     server = SiteServer(out)
