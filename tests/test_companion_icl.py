@@ -28,6 +28,7 @@ from companion.icl import (  # noqa: E402
     icl_predict,
     iterate_map,
     looped_gd,
+    lsa_masks,
     lsa_products,
     make_prompt,
     ols_risk_gaussian,
@@ -42,6 +43,15 @@ from companion.icl import (  # noqa: E402
 )
 
 F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: on a busy 2-core machine two threads make each op ~10x slower, not faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -99,9 +109,21 @@ def test_sample_errors():
         sample_regression_tasks(1, 2, 2, x_dist="cauchy")
     with pytest.raises(ValueError, match="condition_number"):
         sample_regression_tasks(1, 2, 2, condition_number=0.5)
+    with pytest.raises(ValueError, match="d >= 2"):
+        sample_regression_tasks(1, 4, 1, condition_number=10.0)  # one eigenvalue: no spectrum to skew
+    X1, _, _ = sample_regression_tasks(1, 4, 1, condition_number=1.0, generator=gen(5))
+    assert X1.shape == (1, 4, 1)
+    with pytest.raises(ValueError, match="noise_std"):
+        sample_icl_batch(1, 2, 2, noise_std=-0.1)
+    with pytest.raises(TypeError):
+        sample_icl_batch(1, 2, 2, nosie_std=0.1)  # a misspelt keyword is an error, not silently dropped
     X, y, xq, yq, w = sample_icl_batch(4, 6, 3, generator=gen(5))
     assert X.shape == (4, 6, 3) and y.shape == (4, 6) and xq.shape == (4, 3) and yq.shape == (4,)
     torch.testing.assert_close(yq, (xq * w).sum(-1))
+    # noise goes into the context labels only; the query target stays <w, x_query>
+    Xn, yn, xqn, yqn, wn = sample_icl_batch(4, 6, 3, noise_std=0.5, generator=gen(5), dtype=F64)
+    torch.testing.assert_close(yqn, (xqn * wn).sum(-1))
+    assert (yn - torch.einsum("bnd,bd->bn", Xn, wn)).abs().max() > 0.05
 
 
 # ------------------------------------------------------------------------------------------ GD and ridge
@@ -132,6 +154,17 @@ def test_gd_predict_errors():
         gd_predict(X, y, xq[:, :2], eta=0.1)
     with pytest.raises(TypeError, match="floating"):
         gd_predict(X.long(), y, xq, eta=0.1)
+    with pytest.raises(TypeError, match="one dtype"):
+        gd_predict(X.double(), y, xq, eta=0.1)
+    with pytest.raises(ValueError, match="w0 must have shape"):
+        gd_predict(X, y, xq, eta=0.1, w0=torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="w0 must have shape"):
+        gd_predict(X, y, xq, eta=0.1, w0=torch.zeros(5, 3))
+    with pytest.raises(TypeError, match="w0 must have the dtype"):
+        gd_predict(X, y, xq, eta=0.1, w0=torch.zeros(3, dtype=F64))
+    w0 = torch.tensor([0.3, -0.2, 0.5])  # (d,): one start for every prompt
+    torch.testing.assert_close(gd_predict(X, y, xq, eta=0.1, steps=2, w0=w0),
+                               gd_predict(X, y, xq, eta=0.1, steps=2, w0=w0.expand(2, 3)))
 
 
 @pytest.mark.parametrize("n", [3, 8, 20])
@@ -258,26 +291,136 @@ def test_gram_condition_number_and_contraction():
     Xs = torch.randn(6, 15, 4, generator=gen(22), dtype=F64)
     M = torch.eye(4, dtype=F64) - (0.7 / 15) * Xs.transpose(-1, -2) @ Xs
     torch.testing.assert_close(gd_contraction(Xs, 0.7), torch.linalg.matrix_norm(M, ord=2))
+    with pytest.raises(ValueError, match="shape"):
+        gd_contraction(torch.zeros(4, dtype=F64), 0.5)
+    with pytest.raises(TypeError, match="floating"):
+        gd_contraction(torch.zeros(3, 4, dtype=torch.long), 0.5)
 
 
 # ------------------------------------------------------------------------------------------ training, fixed points
 
 
-def test_train_lsa_learns_one_gd_step():
-    model, hist = train_lsa(5, 10, steps=150, batch=256, lr=3e-2, x_dist="gaussian", seed=1)
-    assert len(hist) == 150 and sum(hist[-10:]) / 10 < 0.6 * sum(hist[:10]) / 10
-    X, y, xq, yq, _ = sample_icl_batch(50_000, 10, 5, generator=gen(23))
+def _tuned_gd(X, y, xq, yq, steps: int) -> float:
+    """1/2 MSE of `steps` GD steps at the best eta on a fine grid, from the closed form (independent of gd_predict):
+    w_T = [I - (I - eta A)^T] A^{-1} b = sum_k C(T, k) (-1)^(k+1) eta^k A^(k-1) b, with A = X^T X / n, b = X^T y / n,
+    so the prediction is a polynomial in eta whose coefficients are computed once."""
+    n = X.shape[-2]
+    A = X.transpose(-1, -2) @ X / n
+    v = torch.einsum("bnd,bn->bd", X, y) / n
+    coef = []
+    for k in range(1, steps + 1):
+        coef.append(math.comb(steps, k) * (-1) ** (k + 1) * (v * xq).sum(-1))  # x_q^T A^(k-1) b
+        v = torch.einsum("bij,bj->bi", A, v)
+    etas = torch.linspace(0.05, 2.5, 491, dtype=F64)
+    preds = sum(c[None, :] * etas[:, None] ** (k + 1) for k, c in enumerate(coef))
+    return (0.5 * ((preds - yq) ** 2).mean(-1)).min().item()
+
+
+def _half_mse(model, X, y, xq, yq) -> float:
     with torch.no_grad():
-        risk = ((icl_predict(model, X, y, xq) - yq) ** 2).mean().item()
-    assert risk < 1.1 * one_step_risk_gaussian(10, 5, optimal_eta_gaussian(10, 5))
+        return 0.5 * ((icl_predict(model, X.float(), y.float(), xq.float()).double() - yq) ** 2).mean().item()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_train_lsa_learns_one_gd_step_every_seed(seed):
+    """The reviewer's setting (d = 5, n = 10, Gaussian, 150 steps, batch 256, lr 3e-2): seeds 0-5 used to give
+    MSE/optimum 2.29, 1.02, 1.12, 1.02, 1.01, 1.02. Every seed must now land within 3% of tuned one-step GD."""
+    model, hist = train_lsa(5, 10, steps=150, batch=256, lr=3e-2, x_dist="gaussian", seed=seed)
+    assert len(hist) == 150 and sum(hist[-10:]) / 10 < 0.6 * sum(hist[:10]) / 10
+    X, y, xq, yq, _ = sample_icl_batch(50_000, 10, 5, generator=gen(23), dtype=F64)
+    slope = ((gd_predict(X, y, xq, eta=1.0) * yq).sum() / (gd_predict(X, y, xq, eta=1.0) ** 2).sum()).item()
+    tuned = 0.5 * ((gd_predict(X, y, xq, eta=slope) - yq) ** 2).mean().item()  # exact best eta on this sample
+    assert abs(tuned / (0.5 * one_step_risk_gaussian(10, 5, optimal_eta_gaussian(10, 5))) - 1) < 0.03
+    assert _half_mse(model, X, y, xq, yq) < 1.03 * tuned
     eta = effective_preconditioner(model).trace().item() / 5
-    assert abs(eta - optimal_eta_gaussian(10, 5)) < 0.1
+    assert abs(eta - optimal_eta_gaussian(10, 5)) < 0.05
+    pv, kq = lsa_products(model)
+    assert pv[5, :5].abs().max() == 0 and kq[5, :5].abs().max() == 0  # label_odd: the cross blocks stay zero
+
+
+def test_train_lsa_reviewer_cases_n20():
+    """d = 5, n = 20, seed 0 at the defaults used to stay at 1/2 MSE 1.80 (optimum ~0.58); 3 loops at 2.56, worse
+    than the zero predictor (2.49). Now: one layer within 3% of tuned one-step GD, three loops far below it."""
+    X, y, xq, yq, _ = sample_icl_batch(20_000, 20, 5, generator=gen(24), dtype=F64)
+    one = _tuned_gd(X, y, xq, yq, 1)
+    model, _ = train_lsa(5, 20, x_dist="gaussian", seed=0, steps=200, batch=256)
+    assert _half_mse(model, X, y, xq, yq) < 1.03 * one
+    looped, _ = train_lsa(5, 20, x_dist="gaussian", seed=0, loops=3, steps=200, batch=256)
+    assert _half_mse(looped, X, y, xq, yq) < _tuned_gd(X, y, xq, yq, 3) < 0.5 * one
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_train_looped_lsa_learns_multistep_gd(seed):
+    """Two loops, uniform x: the "pgd" family reaches tuned two-step GD (Gatmiry et al.'s global minimum) with an
+    effective preconditioner ~ eta I; the "label_odd" layer, free to rewrite the x slots, beats it (GD++). Both
+    beat the best one step."""
+    d, n = 5, 10
+    X, y, xq, yq, _ = sample_icl_batch(20_000, n, d, x_dist="uniform", generator=gen(25), dtype=F64)
+    one, two = _tuned_gd(X, y, xq, yq, 1), _tuned_gd(X, y, xq, yq, 2)
+    pgd, _ = train_lsa(d, n, loops=2, parameterization="pgd", steps=150, batch=256, seed=seed)
+    odd, _ = train_lsa(d, n, loops=2, steps=150, batch=256, seed=seed)
+    assert isinstance(pgd, LoopedTransformer) and pgd.loops == 2
+    r_pgd, r_odd = _half_mse(pgd, X, y, xq, yq), _half_mse(odd, X, y, xq, yq)
+    assert r_pgd < 1.03 * two and r_odd < two < one, (r_pgd, r_odd, two, one)
+    G = effective_preconditioner(pgd.layer)
+    assert (G - torch.diag(torch.diagonal(G))).abs().max() < 0.2 * torch.diagonal(G).min()
+    pv, kq = lsa_products(pgd.layer)
+    assert pv[:d].abs().max() == 0 and kq[d].abs().max() == 0 and kq[:, d].abs().max() == 0  # x slots never move
+
+
+def test_train_lsa_errors():
+    with pytest.raises(ValueError, match="loops must be >= 1"):
+        train_lsa(3, 8, steps=2, batch=8, loops=0)
+    with pytest.raises(ValueError, match="init_std"):
+        train_lsa(3, 8, steps=2, batch=8, init_std=0.0)
+    with pytest.raises(ValueError, match="parameterization"):
+        train_lsa(3, 8, steps=2, batch=8, parameterization="diagonal")
+    with pytest.raises(ValueError, match="clip"):
+        train_lsa(3, 8, steps=2, batch=8, clip=-1.0)
+    with pytest.raises(ValueError, match="steps"):
+        train_lsa(3, 8, steps=0, batch=8)
 
 
 def test_train_looped_is_deterministic():
     m1, h1 = train_lsa(3, 8, steps=5, batch=32, loops=2, seed=3)
     m2, h2 = train_lsa(3, 8, steps=5, batch=32, loops=2, seed=3)
     assert isinstance(m1, LoopedTransformer) and h1 == h2
+
+
+def test_lsa_masks_label_odd_commutes_with_label_flip():
+    """A "label_odd" layer maps S Z to S f(Z), S = diag(1, ..., 1, -1) (flip every label); a "full" one does not."""
+    S = torch.diag(torch.tensor([1.0, 1.0, 1.0, -1.0], dtype=F64))
+    Z = torch.randn(5, 7, 4, generator=gen(26), dtype=F64)
+    for par, commutes in (("label_odd", True), ("full", False)):
+        layer = LinearSelfAttention(3, init_std=0.6, generator=gen(27), dtype=F64)
+        with torch.no_grad():
+            for name, m in lsa_masks(3, par).items():
+                getattr(layer, name).mul_(m.to(F64))
+            gap = (layer(Z @ S) - layer(Z) @ S).abs().max().item()
+        assert (gap < 1e-12) == commutes, (par, gap)
+    with pytest.raises(ValueError, match="parameterization"):
+        lsa_masks(3, "sparse")
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_lsa_masks_pgd_is_preconditioned_gd(T):
+    """A random layer in the "pgd" family, looped T times, is T steps of preconditioned GD computed here by hand:
+    w <- w - (1/n) Gamma^T X^T (X w - y) with Gamma = -P_dd W_V,dd W_K,x^T W_Q,x (so y_hat_1 = y^T X Gamma x_q / n)."""
+    d, n = 4, 9
+    layer = LinearSelfAttention(d, init_std=0.7, generator=gen(28), dtype=F64)
+    with torch.no_grad():
+        for name, m in lsa_masks(d, "pgd").items():
+            getattr(layer, name).mul_(m.to(F64))
+    P, WK, WQ, WV = (p.detach() for p in (layer.P, layer.W_K, layer.W_Q, layer.W_V))
+    Gamma = -P[d, d] * WV[d, d] * WK[:d, :d].T @ WQ[:d, :d]
+    X, y, xq, _, _ = sample_icl_batch(6, n, d, generator=gen(29), dtype=F64)
+    w = torch.zeros(6, d, dtype=F64)
+    for _ in range(T):
+        w = w - torch.einsum("ed,be->bd", Gamma, torch.einsum("bnd,bn->bd", X, torch.einsum("bnd,bd->bn", X, w) - y)) / n
+    with torch.no_grad():
+        got = icl_predict(LoopedTransformer(layer, T), X, y, xq)
+    torch.testing.assert_close(got, (w * xq).sum(-1), atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(effective_preconditioner(layer), Gamma, atol=1e-12, rtol=1e-12)
 
 
 def test_corner_map_fixed_points():

@@ -19,14 +19,16 @@
 #
 # * the **in-context regression** setup (Garg et al. 2022) and **gradient descent** on one prompt;
 # * **linear self-attention** (LSA) and von Oswald et al.'s **construction** whose output is one GD step, checked
-#   to $10^{-6}$; the sign of the read-out and where the $1/n$ goes;
+#   to $10^{-6}$ absolutely in float64 (and to float32 rounding in float32); the sign of the read-out and where the
+#   $1/n$ goes;
 # * **looping**: the same layer applied $T$ times equals $T$ GD steps, because every pass also updates the
 #   residual stored in each context token;
 # * **which step size**: the optimal one-step $\eta$ in closed form, a **trained** LSA that finds it, and the
 #   theorems that say one layer cannot do better than one step of (preconditioned) GD;
 # * **baselines**: ridge and min-norm least squares, and the error **bump at $n \approx d$** (double descent);
-# * **looped transformers** with $n = O(d)$ examples (Chen et al. 2024): error against loops across condition
-#   numbers, and **fixed points** of looped maps (the $2^d$-corner toy).
+# * **looped transformers**: trained looped layers against multi-step GD at the tuned step (Gatmiry et al. 2024),
+#   error against loops across condition numbers and with $n = O(d)$ examples (Chen et al. 2024), and **fixed
+#   points** of looped maps (the $2^d$-corner toy).
 #
 # You will write the prompt layout, a GD step and GD prediction, the LSA layer, the construction's weights, the
 # looped read-out, the optimal step size and its risk, ridge/min-norm prediction, and GD's contraction factor.
@@ -41,6 +43,9 @@ import time
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
+import torch._dynamo  # noqa: F401  (the first backward pass imports it, and importing it rebinds torch.manual_seed:
+# imported here, before companion.testing snapshots torch for its integrity check, so training does not look like
+# tampering)
 
 import companion.icl as ci
 from companion import get_device, is_reduced, require_version, scaled
@@ -392,9 +397,13 @@ for _d, _eta, _n in ((1, 0.3, 4), (5, 1.7, 20), (8, 0.05, 3)):
 
 # %% [markdown]
 # The companion's `gd_lsa(d, eta)` is this layer as a module, and `icl_predict(model, X, y, x_query)` builds the
-# prompt, runs the model and returns **minus** the query's label slot. Now the check promised in the introduction:
-# on 4096 prompts the layer's prediction equals one GD step, to $10^{-6}$ of the largest prediction in float32 (the
-# rounding error of float32 arithmetic) and to $10^{-14}$ in float64, for both input distributions:
+# prompt, runs the model and returns **minus** the query's label slot. Now the check promised in the introduction,
+# on 4096 prompts for both input distributions. In float64 the largest **absolute** gap between the layer's
+# prediction and one GD step must be below $10^{-6}$ (it is below $10^{-12}$, the cell asserts that). In float32 an
+# absolute $10^{-6}$ is not a fair target: predictions reach about 10 here, and float32 rounds at $6\cdot10^{-8}$
+# relative, so the two float32 computations (summed in different orders) differ by a few $10^{-6}$ absolutely. The
+# float32 check is therefore relative, $10^{-6}$ of the largest prediction, and the cell prints the absolute bound it
+# meets as well:
 
 # %%
 for dtype in (torch.float32, torch.float64):
@@ -402,10 +411,17 @@ for dtype in (torch.float32, torch.float64):
         X, y, xq, yq, w = ci.sample_icl_batch(4096, 10, 5, x_dist=x_dist, dtype=dtype,
                                               generator=torch.Generator().manual_seed(7))
         gd = ci.gd_predict(X, y, xq, eta=1.2)
-        gap = (ci.icl_predict(ci.gd_lsa(5, 1.2, dtype=dtype), X, y, xq) - gd).abs().max() / gd.abs().max()
-        tol = 1e-6 if dtype == torch.float32 else 1e-14
-        assert gap < tol, f"{dtype}, {x_dist}: the companion's construction is off by {gap:.2e} (not your code)"
-        print(f"{str(dtype):>13s}, x ~ {x_dist:>8s}: max |LSA - one GD step| / max |GD| < {tol:g} on 4096 prompts")
+        gap = (ci.icl_predict(ci.gd_lsa(5, 1.2, dtype=dtype), X, y, xq) - gd).abs().max().item()
+        scale = gd.abs().max().item()
+        if dtype == torch.float64:
+            assert gap < 1e-12, f"{x_dist}: the float64 construction is off by {gap:.2e} (not your code)"
+            print(f"float64, x ~ {x_dist:>8s}: max |LSA - one GD step| < 1e-12 absolute (so < 1e-6), "
+                  f"largest |prediction| {scale:.1f}")
+        else:
+            assert gap < 1e-6 * scale and gap < 1e-5, \
+                f"{x_dist}: the float32 construction is off by {gap:.2e} (not your code)"
+            print(f"float32, x ~ {x_dist:>8s}: max |LSA - one GD step| < 1e-6 x largest |prediction| "
+                  f"({scale:.1f}), and < 1e-5 absolute")
 
 # %% [markdown]
 # ## 5. Reading the prediction, and looping the layer
@@ -483,10 +499,10 @@ for T in (1, 2, 5, 20):
     res_gap = (Z[:, :20, -1] - (y - ctx_pred)).abs().max().item()
     gd = ci.gd_predict(X, y, xq, eta=0.8, steps=T)
     gap32 = (ci.icl_predict(ci.looped_gd(5, 0.8, T), X.float(), y.float(), xq.float()) - gd).abs().max() / gd.abs().max()
-    assert gap < 1e-12 and res_gap < 1e-12 and gap32 < 1e-5, \
+    assert gap < 1e-10 and res_gap < 1e-10 and gap32 < 1e-5, \
         f"T = {T}: the companion's looped construction is off ({gap:.1e}, {res_gap:.1e}, {gap32:.1e}; not your code)"
-    print(f"T = {T:2d}: |looped LSA - T GD steps| < 1e-12 (float64), relative < 1e-5 (float32); "
-          f"residual slots match: {res_gap < 1e-12}")
+    print(f"T = {T:2d}: |looped LSA - T GD steps| < 1e-10 (float64, absolute), < 1e-5 x largest |prediction| "
+          f"(float32); residual slots match to 1e-10: {res_gap < 1e-10}")
 
 # %% [markdown]
 # ## 6. Which step size? The one-step optimum in closed form
@@ -612,9 +628,18 @@ print(f"Gaussian x, d = n = {n} (closed form): eta* = {eta_gauss:.3f}, "
 # $O$, and $E[(O + E - t)^2] = E[(O - t)^2] + E[E^2]$: the even terms only add error. Setting $a_x = 0$ and $b_y = 0$
 # removes them and keeps every odd part reachable, so the best layer predicts
 # $\hat y = \frac1n y^\top X\,\Gamma\, x_q$ with $\Gamma = -(a_y B_x + a_x b_y^\top)$: **one step of GD from 0
-# preconditioned by $\Gamma$**. For isotropic inputs the risk is convex in $\Gamma$ and invariant under rotations,
-# so its minimiser is $\Gamma = \eta^\star I$ (Section 6). `companion.icl.effective_preconditioner` computes
-# $\Gamma$ of any layer. The published theorems make this precise, for the population loss and for training:
+# preconditioned by $\Gamma$**. Which $\Gamma$? The risk $R(\Gamma) = E[(\frac1n y^\top X\Gamma x_q - \langle w,
+# x_q\rangle)^2]$ is a convex quadratic in $\Gamma$, strictly convex because the random matrices $X^\top y\, x_q^\top$
+# do not all lie in one hyperplane of $\mathbb R^{d\times d}$, so it has one minimiser. Now use the symmetries of the
+# inputs. For $U(-1,1)^d$ inputs they are **not** all rotations (a rotated cube is not the cube), only the *signed
+# permutations* $Q$ (permute the coordinates, flip some signs), which map the cube to itself; with $w \sim \mathcal
+# N(0, I)$ the substitution $x \mapsto Qx$, $w \mapsto Qw$ leaves the task distribution unchanged and gives $R(Q\Gamma
+# Q^\top) = R(\Gamma)$. The unique minimiser therefore satisfies $\Gamma^\star = Q\Gamma^\star Q^\top$ for every
+# signed permutation. Flipping the sign of coordinate $j$ alone flips the sign of row and column $j$ off the diagonal,
+# so the off-diagonal entries are 0; swapping two coordinates swaps their diagonal entries, so the diagonal is
+# constant. Hence $\Gamma^\star = \eta^\star I$ (Section 6). The same argument works for Gaussian inputs, which have
+# every rotation as a symmetry, but signed permutations are all it needs. `companion.icl.effective_preconditioner`
+# computes $\Gamma$ of any layer. The published theorems make this precise, for the population loss and for training:
 #
 # **Theorems.**
 #
@@ -633,11 +658,47 @@ print(f"Gaussian x, d = n = {n} (closed form): eta* = {eta_gauss:.3f}, "
 # So a trained layer should land on $\hat y = \frac1n y^\top X\,\Gamma\, x_q$ with $\Gamma \approx \eta^\star I$ for
 # isotropic inputs (uniform inputs are not Gaussian, so the theorems do not apply verbatim; the symmetry argument
 # above still does). We train one with Adam on fresh uniform prompts ($d = n = 10$, as in von Oswald et al.'s main
-# experiment) and compare it with GD at the tuned step. At full scale: 300 Adam steps on batches of 1024 (a few seconds
-# on one core); under `TM_SCALE=reduced`, 100 steps on batches of 256.
+# experiment) and compare it with GD at the tuned step.
+#
+# **Where training starts.** Zero weights are an exact stationary point: the prediction is a product of four weight
+# matrices, so at zero every gradient vanishes (`ci.LinearSelfAttention(d)`, whose default `init_std` is 0, would
+# never move). `ci.train_lsa` therefore starts from small random weights, entries $0.05\cdot\mathcal N(0,1)$, and
+# from there the loss first creeps along a plateau while the four factors grow. The symmetry argument above also
+# says *which* part of the layer the best answer uses: the label-odd part ($a_x = 0$, $b_y = 0$). By default
+# (`parameterization="label_odd"`) `train_lsa` holds at zero the blocks of $P, W_K, W_Q, W_V$ that mix the $x$ slots
+# with the label slot, so that flipping the sign of every label flips the sign of every output label slot, as the
+# target does. Left free (`parameterization="full"`), those blocks start random too, and from some seeds the rank-one
+# odd term $a_x b_y^\top$ of $\Gamma$ grows first and drags the label-even terms with it; Adam then stalls far above
+# the optimum. The cell below runs both on a small case ($d = 5$, $n = 10$, Gaussian $x$, 150 steps, seeds 0 to 2;
+# seed 0 only under `TM_SCALE=reduced`) and prints each run's $\frac12$MSE over the one-step optimum
+# $\frac12 d(d+1)/(n+d+1)$. Which seeds stall without the restriction depends on floating-point details, so only
+# the restricted runs are asserted.
 
 # %% tags=["nbval-ignore-output"]
-train_steps, train_batch = scaled(full=300, reduced=100), scaled(full=1024, reduced=256)
+X, y, xq, yq, w = ci.sample_icl_batch(20_000, 10, 5, generator=torch.Generator().manual_seed(16))
+half_opt = 0.5 * ci.one_step_risk_gaussian(10, 5, ci.optimal_eta_gaussian(10, 5))
+ratios, seeds = {}, scaled(full=[0, 1, 2], reduced=[0])
+for parameterization in ("full", "label_odd"):
+    ratios[parameterization] = []
+    for seed in seeds:
+        model, _ = ci.train_lsa(5, 10, steps=150, batch=256, x_dist="gaussian", seed=seed,
+                                parameterization=parameterization)
+        with torch.no_grad():
+            ratios[parameterization].append(0.5 * ((ci.icl_predict(model, X, y, xq) - yq) ** 2).mean().item() / half_opt)
+    print(f"{parameterization:>9s}: 1/2 MSE / one-step optimum for seeds {seeds}: "
+          + ", ".join(f"{r:.2f}" for r in ratios[parameterization]))
+assert max(ratios["label_odd"]) < 1.06, f"a label-odd run did not reach the optimum: {ratios} (companion code)"
+
+# %% [markdown]
+# Now the main run, $d = n = 10$, uniform $x$, label-odd layer, Adam with a cosine learning-rate decay and the
+# gradient norm clipped at 1. At full scale: 300 Adam steps on batches of 512 (a few seconds on one core); under
+# `TM_SCALE=reduced`, 200 steps on batches of 256. For scale: von Oswald et al.'s released code
+# (github.com/google-research/self-organising-systems, `transformers_learn_icl_by_gd`) trains this experiment with
+# Adam at learning rate $10^{-3}$ on batches of 2048 from weights of scale 0.002, for 5000 steps in its weight-shared
+# notebook configuration; the larger rate, the schedule and the restriction let 300 steps suffice here.
+
+# %% tags=["nbval-ignore-output"]
+train_steps, train_batch = scaled(full=300, reduced=200), scaled(full=512, reduced=256)
 start = time.perf_counter()
 lsa, history = ci.train_lsa(10, 10, steps=train_steps, batch=train_batch, lr=3e-2, x_dist="uniform", seed=0,
                             progress=not is_reduced())
@@ -654,8 +715,8 @@ eta_learned = Gamma.trace().item() / 10
 off_diag = (Gamma - torch.diag(torch.diagonal(Gamma))).abs().max().item()
 assert trained_half_mse < 1.08 * gd_half_mse and abs(eta_learned - eta_uniform) < 0.2, \
     (f"the trained layer (1/2 MSE {trained_half_mse:.3f}, effective eta {eta_learned:.2f}) is far from tuned GD "
-     f"({gd_half_mse:.3f}, eta {eta_uniform:.2f}): Adam did not leave the plateau at zero weights (see the docstring "
-     f"of ci.train_lsa; none of your code runs here)")
+     f"({gd_half_mse:.3f}, eta {eta_uniform:.2f}): training did not converge (see the docstring of ci.train_lsa; "
+     f"none of your code runs here)")
 print(f"test 1/2 MSE: trained LSA {trained_half_mse:.3f}, GD at eta = {eta_uniform:.2f}: {gd_half_mse:.3f}, "
       f"zero predictor {zero_uniform:.3f}")
 print(f"learned Gamma: effective eta = trace/d = {eta_learned:.2f}, diagonal spread "
@@ -675,40 +736,48 @@ plt.show()
 plt.close(fig)
 
 # %% [markdown]
-# At full scale the trained layer reaches $\frac12$MSE $= 0.826$ on fresh prompts against $0.824$ for GD at the
-# tuned step, and its effective step, the trace of $\Gamma$ over $d$, is $1.51$, against the grid optimum $1.52$ and
-# the closed form $\eta^\star_U \approx 1.515$ (whose $\frac12 R$ is $0.825$). von Oswald et al. report the same
-# picture in this setting: a trained single layer reaches the loss of tuned one-step GD and closely matches the
-# construction. Under the reduced scale the 100-step run is a little worse ($\approx 0.87$). The loss first sits on a
-# plateau: at zero weights the prediction is a product of four small matrices, so its gradient is tiny; with other
-# seeds or larger rates Adam can stay on it much longer (see the companion's `train_lsa` docstring).
+# At full scale the trained layer reaches $\frac12$MSE $= 0.827$ on fresh prompts against $0.824$ for GD at the tuned
+# step, and its effective step, the trace of $\Gamma$ over $d$, is $1.50$, against the grid optimum $1.52$ and the
+# closed form $\eta^\star_U \approx 1.515$ (whose $\frac12 R$ is $0.825$). The course syllabus records $\approx 0.827$
+# and an effective step $\approx 1.53$ for this experiment, from an earlier run with another training setup: the loss
+# agrees, the step differs in the second decimal (ours, 1.50, sits about as far below the closed form as 1.53 sits
+# above it). von Oswald et al. report the same picture in this setting: a trained single layer reaches the loss of
+# tuned one-step GD and closely matches the construction. Under the reduced scale the 200-step run on smaller
+# batches scores about $0.854$ against $0.849$ for tuned GD on its smaller test sample.
 #
 # **The learned matrices.** The function of an LSA layer depends on its weights only through the products $P W_V$
 # and $W_K^\top W_Q$. For the construction they are $-\eta\,\mathbf e_{d+1}\mathbf e_{d+1}^\top$ and
 # $\begin{pmatrix} I & 0\\0&0\end{pmatrix}$. A trained layer can split a scalar between the two (only the product
-# matters), so compare shapes, not scales. Only some entries are *constrained* by training: the query's prediction
-# reads the label row of $P W_V$ and the $x$ block of $W_K^\top W_Q$. The rows of $P W_V$ that write into the $x$
-# slots change tokens nobody reads in a one-layer model, so gradient descent leaves them wherever they drift.
+# matters), so compare shapes, not scales. Be clear about what is imposed and what is learned. The label-odd
+# parameterisation holds the mixing blocks at zero, so in the label row of $P W_V$ every entry but the corner is 0,
+# and so is the label row of $W_K^\top W_Q$: that is the restriction, not a finding. What training finds is the rest.
+# The corner of $P W_V$ and the $x$ block of $W_K^\top W_Q$ are the only entries the query's prediction reads, and the
+# $x$ block comes out a scaled identity (small off-diagonal entries), as the construction has it. The rows of
+# $P W_V$ that write into the $x$ slots change tokens nobody reads in a one-layer model, so gradient descent leaves
+# them wherever they drift.
 
 # %%
 fig, axes = plt.subplots(2, 2, figsize=(8, 6.4))
 ci.plot_lsa_matrices(lsa, axes=axes[0], title="trained: ")
 ci.plot_lsa_matrices(ci.gd_lsa(10, eta_uniform), axes=axes[1], title="construction: ")
-fig.suptitle("Trained LSA: P W_V is one corner entry, W_Kᵀ W_Q a scaled identity on x, as in the construction",
+fig.suptitle("Trained LSA: the label row of P W_V is its corner, W_Kᵀ W_Q a scaled identity on x, as in the construction",
              fontsize=10)
 fig.tight_layout()
 plt.show()
 plt.close(fig)
 pv, kq = ci.lsa_products(lsa)
-label_row_rest = pv[10, :10].abs().max().item()
 kq_x = kq[:10, :10]
 off = (kq_x - torch.diag(torch.diagonal(kq_x))).abs().max().item()
-assert label_row_rest < 0.25 * pv[10, 10].abs().item() and off < 0.25 * torch.diagonal(kq_x).abs().min().item(), \
+imposed = max(pv[10, :10].abs().max().item(), pv[:10, 10].abs().max().item(), kq[10, :10].abs().max().item(),
+              kq[:10, 10].abs().max().item())
+assert imposed == 0 and off < 0.25 * torch.diagonal(kq_x).abs().min().item() and (pv[10, 10] * kq_x.trace()).item() < 0, \
     "the trained layer's products do not have the construction's shape (none of your code runs here)"
-print(f"label row of P W_V: corner {pv[10, 10].item():.2f}, every other entry below {label_row_rest:.2f}; "
-      f"rows writing into x slots: entries up to {pv[:10].abs().max().item():.2f}")
-print(f"x block of W_K^T W_Q: diagonal {torch.diagonal(kq_x).min().item():.2f}..{torch.diagonal(kq_x).max().item():.2f}, "
-      f"off-diagonal below {off:.2f}")
+print(f"imposed by the parameterisation: label/x mixing entries of both products are {imposed:g}")
+print(f"learned: corner of P W_V {pv[10, 10].item():.2f}; x block of W_K^T W_Q: diagonal "
+      f"{torch.diagonal(kq_x).min().item():.2f}..{torch.diagonal(kq_x).max().item():.2f}, off-diagonal below {off:.2f}; "
+      f"their product gives Gamma = {eta_learned:.2f} I on average")
+print(f"not read by the query (free to drift): rows of P W_V writing into x slots, entries up to "
+      f"{pv[:10, :10].abs().max().item():.2f}")
 
 # %% [markdown]
 # ## 8. Baselines: ridge, min-norm least squares, and the bump at $n \approx d$
@@ -933,6 +1002,85 @@ for c in (2, 4, 10):
 # *preconditioned* GD, with a preconditioner adapted to the data distribution, and gradient flow converges to it
 # despite non-convexity (via a gradient-dominance condition).
 #
+# **Does training find multi-step GD?** A check at CPU scale, in the setting of Section 7 ($d = n = 10$, uniform
+# $x$, noiseless; the theorem itself is stated for Gaussian inputs). We train looped LSA layers with $T = 2$ and
+# $T = 3$ loops, weights shared across loops, in two families (`ci.lsa_masks` lists the entries each one trains):
+#
+# * `parameterization="pgd"` trains only $P_{d+1,d+1}$, $(W_V)_{d+1,d+1}$ and the $x$ blocks of $W_K$ and $W_Q$. Such a
+#   layer never changes the $x$ slots, and $T$ loops are exactly $T$ steps of GD preconditioned by one matrix,
+#   $w \leftarrow w - \frac1n\Gamma^\top X^\top(Xw - y)$ with $\Gamma = -P_{d+1,d+1}(W_V)_{d+1,d+1}W_{K,x}^\top W_{Q,x}$
+#   (the companion's tests check this against a hand-written loop). This family contains the form of the theorem's
+#   minimiser, multi-step preconditioned GD; whether it is exactly the paper's parameterisation, read the paper.
+# * `parameterization="label_odd"` (the default of Section 7) also lets each loop rewrite the $x$ slots. With the
+#   mixing blocks zero, token $j$'s inputs become $x_j + \frac1n (PW_V)_x\, X^\top X\,(W_K^\top W_Q)_x\, x_j$ plus a
+#   term through the label entry of $W_K^\top W_Q$, so a loop can multiply every input by $I - \gamma X^\top X/n$.
+#   That is the curvature correction von Oswald et al. found in trained recurrent transformers and named GD++; it
+#   lies outside the preconditioned-GD family.
+#
+# Against each we put GD at the step tuned for $T$ steps (a grid over $\eta$ on the test prompts) and the best single
+# step. At full scale each run is 200 Adam steps on batches of 256; under `TM_SCALE=reduced` only $T = 2$ is trained,
+# for 120 steps.
+
+# %% tags=["nbval-ignore-output"]
+loop_steps, loop_counts = scaled(full=200, reduced=120), scaled(full=[2, 3], reduced=[2])
+start = time.perf_counter()
+looped = {(T, par): ci.train_lsa(10, 10, loops=T, parameterization=par, steps=loop_steps, batch=256, seed=0)[0]
+          for T in loop_counts for par in ("pgd", "label_odd")}
+print(f"trained {len(looped)} looped layers ({loop_steps} steps each) in {time.perf_counter() - start:.1f} s")
+
+# %%
+X, y, xq, yq, w = ci.sample_icl_batch(scaled(full=40_000, reduced=20_000), 10, 10, x_dist="uniform",
+                                      generator=torch.Generator().manual_seed(17), dtype=torch.float64)
+
+
+def tuned_gd(T: int) -> tuple[float, float]:
+    """(best eta, its 1/2 MSE) for T GD steps from 0 on the test prompts, eta on a grid of step 0.01 over [0.5, 2.5].
+    After T steps the prediction is a polynomial of degree T in eta with no constant term, so T calls of gd_predict
+    at distinct steps fix its coefficients exactly, and the whole grid then costs one matrix product."""
+    nodes = torch.arange(1, T + 1, dtype=torch.float64) / T
+    powers = torch.arange(1, T + 1, dtype=torch.float64)
+    preds = torch.stack([ci.gd_predict(X, y, xq, eta=e.item(), steps=T) for e in nodes])  # (T, prompts)
+    coef = torch.linalg.solve(nodes[:, None] ** powers, preds)  # y_hat(eta) = sum_k coef_k eta^k
+    etas = torch.linspace(0.5, 2.5, 201, dtype=torch.float64)
+    losses = 0.5 * (((etas[:, None] ** powers) @ coef - yq) ** 2).mean(-1)
+    best = losses.argmin()
+    return etas[best].item(), losses[best].item()
+
+
+def half_mse(model) -> float:
+    with torch.no_grad():  # the trained layers are float32
+        return 0.5 * ((ci.icl_predict(model, X.float(), y.float(), xq.float()).double() - yq) ** 2).mean().item()
+
+
+one_step = tuned_gd(1)[1]
+print(f"best single GD step: 1/2 MSE {one_step:.3f}")
+for T in loop_counts:
+    eta_T, gd_T = tuned_gd(T)
+    pgd, odd = looped[(T, "pgd")], looped[(T, "label_odd")]
+    G = ci.effective_preconditioner(pgd.layer)
+    eta_pgd, off_pgd = G.trace().item() / 10, (G - torch.diag(torch.diagonal(G))).abs().max().item()
+    pv, kq = ci.lsa_products(odd.layer)
+    gamma = -torch.diagonal(pv[:10, :10] @ kq[:10, :10]).mean().item()  # inputs x <- (I - gamma X^T X / n) x
+    r_pgd, r_odd = half_mse(pgd), half_mse(odd)
+    assert r_pgd < 1.03 * gd_T < one_step and abs(eta_pgd - eta_T) < 0.1 and off_pgd < 0.2 and r_odd < gd_T, \
+        (f"T = {T}: trained looped layers (pgd {r_pgd:.3f}, eta {eta_pgd:.2f}; label_odd {r_odd:.3f}) vs tuned GD "
+         f"({gd_T:.3f}, eta {eta_T:.2f}): companion code, none of yours")
+    print(f"T = {T}: tuned GD, eta = {eta_T:.2f}: 1/2 MSE {gd_T:.3f} | trained 'pgd' loop: {r_pgd:.3f}, "
+          f"Gamma = {eta_pgd:.2f} I (off-diagonal < {off_pgd:.2f}) | trained 'label_odd' loop: {r_odd:.3f}, "
+          f"input map I - {gamma:.2f} X^T X / n")
+
+# %% [markdown]
+# What this shows, at full scale: the trained preconditioned-GD loops reach the loss of GD at the tuned step to
+# within about 1% ($0.636$ against $0.633$ for $T = 2$, $0.538$ against $0.532$ for $T = 3$), and their shared
+# preconditioner is close to $\eta I$ with $\eta$ at the tuned step ($1.49$ and $1.47$), as the theorem predicts for
+# isotropic inputs (a preconditioner adapted to an identity covariance is a multiple of the identity). Both beat the
+# best single step ($0.829$ on these prompts), so the loops learn more than one step. The label-odd loops do better
+# than $T$ plain GD steps at any step size on the grid ($0.548$ and $0.379$): they learn to reshape the inputs
+# (GD++), which is why the theorem's statement is about a restricted family. What this does **not** show: that Adam found the global
+# minimum (one seed per model, a finite run; only the match with tuned GD suggests it), the Gaussian setting of the
+# theorem, the preconditioner adapting to a skewed covariance (our sampler draws a new covariance basis for every
+# batch, so there is no fixed $\Sigma$ to adapt to), or the convergence rate of gradient flow.
+#
 # Our construction is a looped transformer whose $T$ loops *are* $T$ GD steps (Section 5), so the question "how many
 # loops?" is "how many GD steps?". Two experiments. **Across condition numbers:** fix $n = 40$, $d = 10$ and skew the
 # covariance of $x$ ($\kappa(\Sigma) = 1, 10, 100$, largest eigenvalue 1), $\eta = 0.8$. The error falls
@@ -962,53 +1110,54 @@ plt.close(fig)
 # error at $t = 0$ where the guide starts. So nothing forces the curve below the line. Here each curve lies below its
 # guide because most directions contract faster than the slowest one: compare slopes, not heights.
 #
-# **The $n = O(d)$ claim.** Keep $n = c\,d$ and let $d$ grow from 5 to 80. Count the loops the construction (with the
-# edge-optimal step $\eta = n/(n+d)$) needs to bring the median relative error $|\hat y_T - y_q| / |y_q|$ below
-# $10^{-3}$. If $n$ had to grow exponentially in $T$, fixed $c$ would fail as $d$ grows; instead the loop count is
-# flat in $d$ for each $c$, set by $c$ alone through $\kappa$. With $n = d + 5$ instead ($c \to 1$), $\kappa$ grows
-# with $d$ and so do the loops.
+# **The $n = O(d)$ claim.** Keep $n = c\,d$ and let $d$ grow from 5 to 40. Count the loops the looped construction
+# (the companion's `gd_lsa` layer with the edge-optimal step $\eta = n/(n+d)$, run on the prompt tokens) needs to bring
+# the median relative error $|\hat y_T - y_q| / |y_q|$ below $10^{-3}$, capped at 200 loops. Next to it the cell runs
+# one explicit GD step on $w$ per loop and checks, at every loop of every point of the table, that the transformer's
+# prediction equals GD's (to $10^{-9}$ relative; Section 5's equivalence, checked along the way). If $n$ had to grow
+# exponentially in $T$, fixed $c$ would fail as $d$ grows; instead the loop count is flat in $d$ for each $c$, set by
+# $c$ alone through $\kappa$. With $n = d + 5$ instead ($c \to 1$), $\kappa$ grows with $d$ and so do the loops.
 
 # %%
-def loops_needed(n: int, d: int, eps: float = 1e-3, max_loops: int = 400, batch: int = 64, seed: int = 0,
-                 construction: bool = False) -> int:
-    """Loops until the median |y_hat_T - y_q| / |y_q| < eps, with eta = n / (n + d). The looped construction equals
-    explicit GD (Section 5), so by default the count runs explicit GD on w (d numbers per prompt, not n + 1 tokens)."""
+def loops_needed(n: int, d: int, eps: float = 1e-3, max_loops: int = 200, batch: int = 64, seed: int = 0) -> int:
+    """Loops of the looped construction (eta = n / (n + d)) until the median |y_hat_T - y_q| / |y_q| < eps. Each loop's
+    prediction is checked against one more explicit GD step on w."""
     X, y, xq, yq, w = ci.sample_icl_batch(batch, n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     eta = n / (n + d)
     layer, Z = ci.gd_lsa(d, eta, dtype=torch.float64), ci.make_prompt(X, y, xq)
     S, Xty, wt = X.transpose(-1, -2) @ X, torch.einsum("bnd,bn->bd", X, y), torch.zeros(batch, d, dtype=torch.float64)
-    for t in range(1, max_loops + 1):
-        if construction:
-            Z = layer(Z)
+    with torch.no_grad():
+        for t in range(1, max_loops + 1):
+            Z = layer(Z)  # one loop of the transformer
             y_hat = -Z[:, -1, -1]
-        else:
-            wt = wt - (eta / n) * (torch.einsum("bij,bj->bi", S, wt) - Xty)
-            y_hat = (wt * xq).sum(-1)
-        if ((y_hat - yq).abs() / yq.abs()).median().item() < eps:
-            return t
+            wt = wt - (eta / n) * (torch.einsum("bij,bj->bi", S, wt) - Xty)  # one GD step
+            y_gd = (wt * xq).sum(-1)
+            gap = ((y_hat - y_gd).abs() / (y_gd.abs() + yq.abs())).max().item()
+            assert gap < 1e-9, f"n = {n}, d = {d}, loop {t}: looped LSA and GD differ by {gap:.1e} (companion code)"
+            if ((y_hat - yq).abs() / yq.abs()).median().item() < eps:
+                return t
     return max_loops
 
 
-assert loops_needed(40, 10, construction=True) == loops_needed(40, 10), \
-    "the looped construction and explicit GD need different loop counts (the companion's; none of your code runs here)"
-dims = scaled(full=[5, 10, 20, 40, 80], reduced=[5, 10, 20])
+dims = scaled(full=[5, 10, 20, 40], reduced=[5, 10, 20])
 table = {label: [loops_needed(f(d), d) for d in dims] for label, f in
          (("n = 2d", lambda d: 2 * d), ("n = 4d", lambda d: 4 * d), ("n = 10d", lambda d: 10 * d), ("n = d + 5", lambda d: d + 5))}
 for label, counts in table.items():
-    shown = ", ".join(f"{c}" if c < 400 else ">= 400 (cap)" for c in counts)
-    print(f"{label:>9s}: loops to median relative error 1e-3 for d = {dims}: {shown}")
+    shown = ", ".join(f"{c}" if c < 200 else ">= 200 (cap)" for c in counts)
+    print(f"{label:>9s}: loops of the construction to median relative error 1e-3 for d = {dims}: {shown}")
+print("at every loop of every point the looped LSA's prediction equals explicit GD's to 1e-9 relative")
 assert max(table["n = 4d"]) - min(table["n = 4d"]) <= 6 and table["n = d + 5"][-1] > 2 * table["n = d + 5"][0], \
     f"loop counts {table} do not show the expected pattern (none of your code runs here)"
 
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 for label, counts in table.items():
     ax.plot(dims, counts, "o-", label=label)
-ax.axhline(400, color="0.5", ls=":", lw=1, label="cap: 400 loops")
+ax.axhline(200, color="0.5", ls=":", lw=1, label="cap: 200 loops")
 ax.set_xscale("log", base=2)
 ax.set_yscale("log")
 ax.set_xticks(dims, [str(d) for d in dims])
 ax.set_xlabel("dimension d")
-ax.set_ylabel("loops T for median rel. error < 1e-3")
+ax.set_ylabel("loops T of the construction\nfor median rel. error < 1e-3")
 ax.set_title("With n = c·d examples the loops needed do not grow with d", fontsize=10)
 ax.legend(fontsize=8)
 plt.show()
@@ -1016,10 +1165,11 @@ plt.close(fig)
 
 # %% [markdown]
 # At $c = 4$ and $c = 10$ the loop counts are flat in $d$ (19 to 21, and 9 to 10, at full scale); at $c = 2$ they
-# creep up from 55 to 76 and level off, because $\kappa$ approaches its Marchenko–Pastur limit of 34 from below as $d$
-# grows (the finite-$d$ effect seen in the $\kappa$ table after Exercise 9). Either way the count is bounded in $d$
-# and set by $c$, below the worst-case $\frac{\kappa}{2}\ln\frac{1}{\varepsilon}$ (the median prompt converges faster
-# than the worst direction); with $n = d + 5$ it explodes. That is the qualitative content of Chen et al.'s theorem
+# creep up from 55 to 74, because $\kappa$ approaches its Marchenko–Pastur limit of 34 from below as $d$ grows (the
+# finite-$d$ effect seen in the $\kappa$ table after Exercise 9). Either way the count is bounded in $d$ and set by
+# $c$, below the worst-case $\frac{\kappa}{2}\ln\frac{1}{\varepsilon} \approx 117$ at $\kappa = 34$ (the median
+# prompt converges faster than the worst direction); with $n = d + 5$ it explodes, past the 200-loop cap from
+# $d = 20$ on. Every count is that of the looped transformer itself, with GD checked alongside at every loop. That is the qualitative content of Chen et al.'s theorem
 # at CPU scale. Their own experiments train looped transformers; ours uses the exact construction, so it isolates the
 # optimisation question from the learning one.
 #
@@ -1068,10 +1218,22 @@ print("f'(-1), f'(0), f'(1) =", [round(s, 3) for s in slopes.tolist()])
 # ### Explore: step size, condition number, loops
 #
 # The static figure first ($\eta = 0.8$, $\kappa(\Sigma) = 10$, 15 loops, $n = 40$, $d = 10$), then the widget. Push
-# $\eta$ past $2n/\lambda_{\max}$ and the loop diverges ($\rho > 1$): for the median prompt that happens above
-# $\eta \approx 1.0$ at $\kappa = 1$, $1.7$ at $\kappa = 10$ and $1.9$ at $\kappa = 100$ (a skewed covariance with
-# largest eigenvalue 1 has a smaller $\lambda_{\max}$). Raise $\kappa$ and the slope flattens. The looped construction
-# (line) and explicit GD (circles) coincide for every setting.
+# $\eta$ past $2n/\lambda_{\max}$, $\lambda_{\max}$ the largest eigenvalue of the prompt's $X^\top X$, and that
+# prompt's loop diverges ($\rho > 1$). The plotted curve is a median over prompts, so it turns upward once $\eta$
+# exceeds the **median over prompts of $2n/\lambda_{\max}$**; the next cell computes that number on the widget's own
+# prompts (256 prompts, seed 0) for three condition numbers. A skewed covariance with largest eigenvalue 1 has
+# smaller eigenvalues elsewhere, so $\lambda_{\max}$ drops and the threshold rises with $\kappa$. Raise $\kappa$ and
+# the slope flattens. The looped construction (line) and explicit GD (circles) coincide for every setting.
+
+# %%
+for kappa in (1.0, 10.0, 100.0):  # the prompts plot_icl_loops draws: batch 256, n = 40, d = 10, seed 0
+    X, y, xq, yq, w = ci.sample_icl_batch(256, 40, 10, condition_number=kappa, dtype=torch.float64,
+                                          generator=torch.Generator().manual_seed(0))
+    lam_max = torch.linalg.eigvalsh(X.transpose(-1, -2) @ X)[:, -1]
+    threshold = (2 * 40 / lam_max).median().item()
+    assert abs(ci.gd_contraction(X, 0.999 * threshold).median().item() - 1) < 0.01, "companion code: threshold off"
+    print(f"kappa = {kappa:5.0f}: median over prompts of 2n / lambda_max = {threshold:.2f} "
+          f"(the median curve diverges for eta above this)")
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -1113,7 +1275,11 @@ model = ci.looped_gd(d, n / (n + d), T).to(device)
 
 
 def best_of(fn, repeats=3):
+    """Best wall time of `repeats` calls after one warm-up call. CUDA runs asynchronously: synchronise after the
+    warm-up (so its kernels are not billed to the first timed call) and after each timed call."""
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -1160,7 +1326,11 @@ for name, t in times.items():
 #   an interpolating learner worse.
 # * **Loops are bounded by conditioning.** Looped GD needs $\sim\kappa\log\frac1\varepsilon$ loops; with $n \approx d$
 #   or a skewed covariance $\kappa$ is large. Too large an $\eta$ ($\rho > 1$) diverges.
-# * **Training sits on a saddle.** Zero weights are a stationary point; small initialisations plateau first.
+# * **Training sits on a saddle.** Zero weights are an exact stationary point (start from small random weights);
+#   small initialisations plateau first, and with the label/x mixing blocks free some seeds stall far above the
+#   optimum. Holding those blocks at zero (the label sign symmetry of the task) made every seed tried converge.
+# * **"The global minimum is preconditioned GD" is about a family.** Looped layers restricted to preconditioned GD
+#   steps train to tuned multi-step GD; layers that may also rewrite the inputs train to something better (GD++).
 #
 # ## References
 #
@@ -1196,7 +1366,8 @@ for name, t in times.items():
 #   sign.
 # * Prove that looping that layer $T$ times performs $T$ GD steps, and say which two details the proof needs.
 # * Compute the optimal one-step size and its risk for Gaussian prompts, and check them by Monte Carlo.
-# * Train an LSA layer and recognise the GD construction in its weight products.
+# * Train an LSA layer and recognise the GD construction in its weight products; train a looped one and compare it
+#   with multi-step GD at the tuned step.
 # * Compute ridge and min-norm least-squares predictions and explain the error bump at $n = d$.
 # * Predict how many loops a looped transformer needs from the condition number, and why $n = O(d)$ examples suffice.
 # * Explain how nonlinear looped maps can have exponentially many attracting fixed points while the linear GD loop has one.
