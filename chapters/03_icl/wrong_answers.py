@@ -123,6 +123,14 @@ def lsa_layer(Z, P, W_K, W_Q, W_V):
     K, V, Q = context @ W_K.T, context @ W_V.T, Z @ W_Q.T
     return Z + (Q @ (K.transpose(-1, -2) @ V)) @ P / n
 ''',
+        # W e read as e @ W in row form (no transpose): uses W_K^T, W_Q^T, W_V^T instead of the weights given
+        "weights_transposed": '''
+def lsa_layer(Z, P, W_K, W_Q, W_V):
+    n = Z.shape[-2] - 1
+    context = Z[..., :n, :]
+    K, V, Q = context @ W_K, context @ W_V, Z @ W_Q
+    return Z + (Q @ (K.transpose(-1, -2) @ V)) @ P.T / n
+''',
         # only the query token is updated
         "query_only": '''
 def lsa_layer(Z, P, W_K, W_Q, W_V):
@@ -170,6 +178,18 @@ def gd_construction(d, eta, dtype=torch.float32):
     W_V = torch.zeros(D, D, dtype=dtype)
     W_V[d, d] = -1.0
     return (eta / d) * torch.eye(D, dtype=dtype), W_K, W_K.clone(), W_V
+''',
+        # von Oswald et al.'s P = (eta / N) I, with their N = 10, on top of this chapter's 1/n inside the layer:
+        # the step is divided by the prompt length twice
+        "P_eta_over_N_twice": '''
+def gd_construction(d, eta, dtype=torch.float32):
+    D = d + 1
+    N = 10
+    W_K = torch.zeros(D, D, dtype=dtype)
+    W_K[:d, :d] = torch.eye(d, dtype=dtype)
+    W_V = torch.zeros(D, D, dtype=dtype)
+    W_V[d, d] = -1.0
+    return (eta / N) * torch.eye(D, dtype=dtype), W_K, W_K.clone(), W_V
 ''',
         "ignores_dtype": '''
 def gd_construction(d, eta, dtype=torch.float32):
@@ -296,6 +316,13 @@ def contraction_factor(X, eta):
     n = X.shape[-2]
     lam = torch.linalg.eigvalsh(X.transpose(-1, -2) @ X)
     return 1 - eta * lam[..., 0] / n
+''',
+        # n taken from the feature axis, as in gd_step's n_is_d
+        "n_is_d": '''
+def contraction_factor(X, eta):
+    n = X.shape[-1]
+    lam = torch.linalg.eigvalsh(X.transpose(-1, -2) @ X)
+    return (1 - eta * lam / n).abs().amax(-1)
 ''',
         # the n x n Gram matrix: zero eigenvalues when n > d give a factor of 1
         "gram_of_rows": '''
