@@ -1,14 +1,43 @@
 """Benchmark: the looped LSA construction vs explicit gradient descent, time per prompt.
 
-Run: ``python benchmarks/icl.py`` (about a minute on one CPU core; a GPU table too when CUDA is present).
+Run: ``python benchmarks/icl.py`` (one to three minutes on one CPU core, depending on how busy the machine is; a GPU
+table too when CUDA is present).
 
-Measured on a shared 2-core CPU (load ~4, one thread, best of 7), time per prompt and ratio to explicit GD::
+Recorded output of the defaults, two consecutive runs on a shared 2-core CPU that other jobs kept busy (time per
+prompt in microseconds and the ratio to explicit GD; the header and footer lines are the script's own)::
+
+    # CPU, float32, batch 4096 prompts, d = 10, 1 threads, load 10.95, best of 7; ratios against explicit GD (gd_predict)
 
        n   T | gd us/prompt | lsa us/prompt  lsa/gd | quadratic us  quad/gd
-      20   1 |        0.416 |         1.227    2.95 |        1.543     3.71
-      20  16 |        1.526 |        17.190   11.27 |       32.368    21.22
-      80   4 |        2.966 |        50.706   17.10 |      122.153    41.19
-      80  16 |        3.145 |       125.873   40.02 |      401.633   127.69
+    -----------------------------------------------------------------------
+      20   1 |        0.756 |        10.061   13.30 |       10.846    14.34
+      20   4 |        2.184 |        46.432   21.26 |       46.575    21.33
+      20  16 |        2.753 |       151.706   55.10 |      149.837    54.42
+      80   1 |        3.231 |        46.306   14.33 |      105.589    32.68
+      80   4 |        4.609 |       126.846   27.52 |      375.470    81.46
+      80  16 |        5.020 |       859.634  171.25 |     1685.534   335.79
+
+    # CPU, float32, batch 4096 prompts, d = 10, 1 threads, load 8.16, best of 7; ratios against explicit GD (gd_predict)
+
+       n   T | gd us/prompt | lsa us/prompt  lsa/gd | quadratic us  quad/gd
+    -----------------------------------------------------------------------
+      20   1 |        1.769 |        17.224    9.74 |       20.787    11.75
+      20   4 |        1.373 |        50.731   36.95 |       48.425    35.27
+      20  16 |        2.240 |       139.724   62.37 |      176.941    78.99
+      80   1 |        2.392 |        38.075   15.92 |       81.093    33.91
+      80   4 |        4.421 |       166.676   37.70 |      352.151    79.66
+      80  16 |        4.746 |       665.189  140.16 |     1457.878   307.17
+
+    # load average (1 min) at the end: 8.38
+
+(The first run predates the footer line; its load fell from 10.95 to 8.29 during the run.) Read these with care: at a
+load average of 8 to 11 on 2 cores every process gets a fraction of a core, the best of 7 still varies by up to 2x
+between runs (n = 20, T = 4: 21x and 37x), and the small, overhead-bound settings suffer most. An earlier recording
+at load ~4 (2.95x at n = 20, T = 1; 40x at n = 80, T = 16) did not reproduce under heavier load (a reviewer measured
+11.5x for the first). What is robust: the looped LSA is one to two orders of magnitude slower per prompt than explicit
+GD, the gap grows with T and n (the transformer moves n + 1 tokens through every loop, GD one vector), and the
+quadratic order loses a further 2x to 3x at n = 80. Rerun on an idle machine for absolute numbers. No GPU was available
+when these were recorded; GPU numbers have not been measured.
 
 Both compute the same number, the prediction after ``T`` GD steps on ``L(w) = 1/(2n) ||X w - y||^2``
 (checked to 1e-4 relative before timing):
@@ -125,14 +154,19 @@ def table(device: torch.device, args: argparse.Namespace) -> None:
                   f"{per['lsa-quadratic']:12.3f} {t['lsa-quadratic'] / t['gd']:8.2f}")
 
 
+def load_average() -> float:
+    """The 1-minute load average (NaN where the OS does not report one): how busy the machine was."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# CPU, float32, batch {args.batch} prompts, d = {args.d}, {torch.get_num_threads()} threads, "
-          f"load {load:.2f}, best of {args.repeats}; ratios against explicit GD (gd_predict)\n")
+          f"load {load_average():.2f}, best of {args.repeats}; ratios against explicit GD (gd_predict)\n")
     table(torch.device("cpu"), args)
+    print(f"\n# load average (1 min) at the end: {load_average():.2f}")
     if not torch.cuda.is_available():
         print("\nicl.py: no CUDA device available; GPU table skipped.")
         return 0
