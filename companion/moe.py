@@ -21,7 +21,8 @@ per token.
 * :func:`moe_ffn` computes the layer with three interchangeable dispatches:
   ``"loop"`` (one gather per expert), ``"einsum"`` (GShard's one-hot dispatch and
   combine tensors of shape ``(T, E, C)``) and ``"sorted"`` (sort assignments by
-  expert, one contiguous matmul per expert; ``torch._grouped_mm`` on CUDA).
+  expert, contiguous matmuls per expert, gate and up in one when the weights have
+  the layout of :func:`fuse_gate_up`; ``torch._grouped_mm`` on CUDA, or where asked).
 * :func:`expert_parallel_moe_ffn` shards experts across ranks and exchanges tokens
   with two all-to-alls, over ``torch.distributed`` (:class:`TorchDistComm`) or over
   threads in one process (:class:`ThreadComm`, :func:`run_threaded`).
@@ -102,7 +103,8 @@ def _check_expert_ids(experts: torch.Tensor, n_experts: int, name: str = "expert
     if experts.numel():
         lo, hi = int(experts.min()), int(experts.max())
         if lo < 0 or hi >= n_experts:
-            raise ValueError(f"{name} must lie in [0, {n_experts}) (n_experts = {n_experts}), got ids from {lo} to {hi}")
+            raise ValueError(f"{name} must lie in [0, {n_experts}) (n_experts = {n_experts}), "
+                             f"got ids from {lo} to {hi}")
 
 
 def _check_k(k: int, n_experts: int) -> None:
@@ -239,8 +241,8 @@ def sort_by_expert(experts: torch.Tensor, keep: torch.Tensor, n_experts: int) ->
     """
     _check_expert_ids(experts, n_experts)
     if not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool or keep.shape != experts.shape:
-        raise ValueError(f"keep must be a bool tensor of the shape of experts {tuple(experts.shape)}, got "
-                         f"{type(keep).__name__ if not isinstance(keep, torch.Tensor) else (keep.dtype, tuple(keep.shape))}")
+        got = (keep.dtype, tuple(keep.shape)) if isinstance(keep, torch.Tensor) else type(keep).__name__
+        raise ValueError(f"keep must be a bool tensor of the shape of experts {tuple(experts.shape)}, got {got}")
     experts = experts.long()
     k = experts.shape[1]
     flat_experts = experts.reshape(-1)
@@ -458,8 +460,9 @@ def _combine(out: torch.Tensor, token: torch.Tensor, slot: torch.Tensor, weights
     """``y_t = Σ_j w_tj · out[row of (t, j)]``: one gather and a batched ``(1, k) @ (k, d)`` per token.
 
     out ``(n_kept + 1, d)`` in sorted order, its last row zero (a dropped assignment
-    reads it; appended here if out has only n_kept rows); token, slot ``(n_kept,)``; weights ``(T, k)``. A gather and a small bmm
-    are faster on the CPU than scatter-adding (index_add) the weighted rows.
+    reads it; appended here if out has only n_kept rows); token, slot ``(n_kept,)``;
+    weights ``(T, k)``. A gather and a small bmm are faster on the CPU than
+    scatter-adding (index_add) the weighted rows.
     """
     n_tokens, k = weights.shape
     n_kept = token.shape[0]
@@ -839,9 +842,13 @@ def train_balance(alpha: float, *, steps: int = 300, n_experts: int = 8, k: int 
 
     Inputs are ``N(μ, I)`` with ``|μ| = input_mean``: a shared mean direction, as hidden
     states have, is what lets one expert win every token. k = 1 uses Switch gating
-    (``y = p_e · expert_e(x)``), k > 1 Mixtral's renormalised weights. Returns the
-    load per expert every ``record_every`` steps ``(n_records, E)``, the steps, the
-    task loss, the balancing loss, the z-loss, and the trained layer.
+    (``y = p_e · expert_e(x)``), k > 1 Mixtral's renormalised weights. Returns, every
+    ``record_every`` steps, the load per expert ``(n_records, E)``, the steps, the task
+    loss, the balancing loss, the z-loss, and three means over that step's tokens of
+    their router logits ``h_t``: ``logsumexp_mean`` (of ``log Σ_e exp h_te``, what the
+    z-loss squares), ``max_logit_mean`` (of ``max_e h_te``) and ``logit_spread`` (of the
+    standard deviation over experts, which sets how sharp the softmax is and does not
+    change when a constant is added to a token's logits); and the trained layer.
     """
     g = torch.Generator().manual_seed(seed)
     teacher = init_moe_params(d, 4 * d_ff, 1, generator=g)
@@ -850,6 +857,7 @@ def train_balance(alpha: float, *, steps: int = 300, n_experts: int = 8, k: int 
     layer = MoELayer(d, d_ff, n_experts, k, renormalize=k > 1, seed=seed + 1)
     opt = torch.optim.Adam(layer.parameters(), lr=lr)
     loads, rec_steps, task, balance, zl = [], [], [], [], []
+    logits_seen: dict[str, list[float]] = {"logsumexp_mean": [], "max_logit_mean": [], "logit_spread": []}
     steps_iter = range(steps)
     if progress:
         from tqdm.auto import tqdm
@@ -871,8 +879,13 @@ def train_balance(alpha: float, *, steps: int = 300, n_experts: int = 8, k: int 
             task.append(fit.item())
             balance.append(stats["load_balancing_loss"].item())
             zl.append(stats["z_loss"].item())
+            with torch.no_grad():
+                logits = x @ layer.router_weight.t()
+                logits_seen["logsumexp_mean"].append(torch.logsumexp(logits, dim=-1).mean().item())
+                logits_seen["max_logit_mean"].append(logits.max(dim=-1).values.mean().item())
+                logits_seen["logit_spread"].append(logits.std(dim=-1).mean().item())
     return {"loads": torch.stack(loads), "steps": rec_steps, "task_loss": task, "balance_loss": balance,
-            "z_loss": zl, "layer": layer, "input_mean": mu}
+            "z_loss": zl, **logits_seen, "layer": layer, "input_mean": mu}
 
 
 def cluster_moe_forward(x: torch.Tensor, router: torch.Tensor, experts: torch.Tensor, *,

@@ -267,7 +267,8 @@ def test_sort_by_expert_groups_kept_assignments_stably():
 def test_capacity_keep_mask_and_sort_by_expert_check_ids():
     ids = torch.tensor([[0, 2], [1, 3]])
     keep = torch.ones(2, 2, dtype=torch.bool)
-    for fn in (lambda e: capacity_keep_mask(e, 4, 1), lambda e: sort_by_expert(e, torch.ones(e.shape, dtype=torch.bool), 4)):
+    for fn in (lambda e: capacity_keep_mask(e, 4, 1),
+               lambda e: sort_by_expert(e, torch.ones(e.shape, dtype=torch.bool), 4)):
         with pytest.raises(TypeError, match="integer expert ids"):
             fn(ids.float())
         with pytest.raises(TypeError, match="integer expert ids"):
@@ -286,7 +287,8 @@ def test_capacity_keep_mask_and_sort_by_expert_check_ids():
         capacity_keep_mask(ids, 4, -1)
     # int32 ids are accepted and give the int64 answers
     assert capacity_keep_mask(ids.int(), 4, 1).tolist() == capacity_keep_mask(ids, 4, 1).tolist()
-    assert [t.tolist() for t in sort_by_expert(ids.int(), keep, 4)] == [t.tolist() for t in sort_by_expert(ids, keep, 4)]
+    assert [t.tolist() for t in sort_by_expert(ids.int(), keep, 4)] == \
+        [t.tolist() for t in sort_by_expert(ids, keep, 4)]
 
 
 # ----------------------------------------------------------------------------------------
