@@ -140,7 +140,8 @@ def expert_capacity(n_tokens, n_experts, k, capacity_factor):
 def expert_capacity(n_tokens, n_experts, k, capacity_factor):
     return int(math.ceil(round(capacity_factor * n_tokens / n_experts, 9)))
 ''',
-        # no rounding: 1.25 * 512 / 8 = 80.00000000000001 -> 81
+        # no rounding before the ceiling: 1.1 * 100 * 1 / 10 = 11.000000000000002 -> 12 (visible test) and
+        # 1.1 * 200 * 2 / 4 = 110.00000000000001 -> 111 (hidden); 1.25 * 512 / 8 is exactly 80.0
         "no_rounding": '''
 def expert_capacity(n_tokens, n_experts, k, capacity_factor):
     return math.ceil(capacity_factor * n_tokens * k / n_experts)
