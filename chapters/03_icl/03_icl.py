@@ -43,9 +43,6 @@ import time
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
-import torch._dynamo  # noqa: F401  (the first backward pass imports it, and importing it rebinds torch.manual_seed:
-# imported here, before companion.testing snapshots torch for its integrity check, so training does not look like
-# tampering)
 
 import companion.icl as ci
 from companion import get_device, is_reduced, require_version, scaled
