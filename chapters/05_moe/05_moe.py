@@ -932,7 +932,9 @@ assert int(per_token_ec.sum()) == T_ec * k_ec
 # $\max_k \cos(\theta_m - \bar\theta, c_k - \bar c)$ (softmax routing sees only differences between rows, and a
 # router whose rows are the centres scores exactly 1).
 
-# %%
+# %% tags=["nbval-ignore-output"]
+# The single expert's training is chaotic: its last digits move with the BLAS's memory alignment from one run to
+# the next, so the figures below are checked by the assertions, not compared digit by digit.
 steps_cl = scaled(full=300, reduced=60)
 n_cl = scaled(full=2000, reduced=500)
 single = cm.train_cluster_moe(1, steps=steps_cl, n_train=n_cl)
@@ -949,6 +951,9 @@ print(f"router-centre cosine (mean over experts of the best centre): step 0 {mix
 print("test samples of each cluster sent to each expert:")
 for c, row in enumerate(mixture["dispatch"].int().tolist()):
     print(f"  cluster {c}: {row}")
+if not is_reduced():
+    assert single["accuracy"] < 0.85 and mixture["accuracy"] > 0.98, (single["accuracy"], mixture["accuracy"])
+    assert mixture["cosine"][-1] > 0.9 > mixture["cosine"][0], mixture["cosine"]
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
