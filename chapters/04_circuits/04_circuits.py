@@ -28,7 +28,7 @@
 #   **precision regimes**, and what "cannot" means;
 # * the **Boolean formula value problem**, a log-round **tree-contraction** evaluator (13 rounds for a formula
 #   of 40 000 symbols nested 10 000 deep), and a **chain of thought** that reduces a formula one level per step;
-# * an **experiment**: a 2-layer transformer answering directly against the same architecture stepping through the
+# * an **experiment**: transformers of 2 and 4 layers answering directly against a 2-layer one stepping through the
 #   chain of thought, accuracy against formula depth, next to Feng et al.'s numbers.
 #
 # You will build a threshold gate, majority, a depth-2 parity circuit, a constant-depth comparator, average
@@ -65,6 +65,21 @@ def check_equal_list(name, got, want, hint=""):
             raise AssertionError(f"{name}: entry {i} is {a!r}, expected {b!r}" + (f". Hint: {hint}" if hint else ""))
     if len(got) != len(want):
         raise AssertionError(f"{name}: {len(got)} entries, expected {len(want)}" + (f". Hint: {hint}" if hint else ""))
+
+
+def check_tuple(name, got, want, hint=""):
+    """`got` must be a tuple as long as `want`, each entry of the same type as `want`'s (int, str or None) and equal."""
+    more = f". Hint: {hint}" if hint else ""
+    if not isinstance(got, tuple):
+        raise AssertionError(f"{name}: expected a tuple, got {type(got).__name__} {got!r}" + more)
+    if len(got) != len(want):
+        raise AssertionError(f"{name}: expected a tuple of {len(want)} entries, got {len(got)}: {got!r}" + more)
+    for i, (a, b) in enumerate(zip(got, want)):
+        if type(a) is not type(b):
+            raise AssertionError(f"{name}: entry {i} is {a!r} ({type(a).__name__}), expected {b!r} "
+                                 f"({type(b).__name__})" + more)
+        if a != b:
+            raise AssertionError(f"{name}: entry {i} is {a!r}, expected {b!r}" + more)
 
 
 # %% [markdown]
@@ -494,7 +509,11 @@ for n in (64, 1024, 4096):
 # *Theorem (Buss 1987, "The Boolean formula value problem is in ALOGTIME", STOC):* deciding whether such a formula
 # is true is in alternating log time, and it is **complete** for that class under deterministic log-time reductions
 # (hence also under $\mathsf{AC}^0$ reductions). DLOGTIME-uniform $\mathsf{NC}^1$ equals ALOGTIME, so the problem is
-# $\mathsf{NC}^1$-complete: a constant-depth family for it would put all of $\mathsf{NC}^1$ in that class. Checking
+# $\mathsf{NC}^1$-complete: a constant-depth family for it would put all of $\mathsf{NC}^1$ in that class.
+# Buss, Cook, Gupta and Ramachandran (1992, "An optimal parallel algorithm for formula evaluation", SIAM J. Comput.
+# 21) give a new route to Buss's algorithm, show the problem complete for $\mathsf{NC}^1$ under $\mathsf{AC}^0$
+# reductions, and extend the method to evaluating *arithmetic* formulas with arithmetic circuits: the arithmetic
+# expressions of Feng et al. below are the arithmetic relative of our Boolean formulas. Checking
 # that a string is a well-formed formula is easy (a Dyck-language check, which transformers can do); computing its
 # **value** is the hard part.
 #
@@ -653,20 +672,16 @@ def rake_label(op: str, x: int, f_parent: tuple, f_sibling: tuple) -> tuple:
 _ID, _NEG, _ZERO, _ONE = (0, 1), (1, 0), (0, 0), (1, 1)
 for _args, _want in ((("&", 0, _ID, _ID), _ZERO), (("&", 1, _ID, _ID), _ID), (("|", 1, _ID, _ID), _ONE),
                      (("|", 0, _ID, _NEG), _NEG), (("&", 1, _NEG, _ID), _NEG)):
-    _got = call_quietly(rake_label, *_args)
-    assert tuple(_got) == _want, f"rake_label{_args} = {_got}, expected {_want}"
+    check_tuple(f"rake_label{_args}", call_quietly(rake_label, *_args), _want,
+                hint="a tuple of two ints (value at 0, value at 1) of f_parent o op(x, .) o f_sibling")
 ok("rake_label: AND with 0 is constant, AND with 1 and OR with 0 pass through, labels compose")
 ### BEGIN HIDDEN TESTS
 import itertools as _it
 
 for _op, _x, _fp, _fs in _it.product("&|", (0, 1), (_ID, _NEG, _ZERO, _ONE), (_ID, _NEG, _ZERO, _ONE)):
-    _got = call_quietly(rake_label, _op, _x, _fp, _fs)
-    assert len(_got) == 2 and all(int(v) == v for v in _got), f"rake_label must return a pair of ints, got {_got!r}"
-    for _y in (0, 1):
-        _inner = _fs[_y]
-        _want = _fp[(_x & _inner) if _op == "&" else (_x | _inner)]
-        assert _got[_y] == _want, (f"rake_label({_op!r}, {_x}, {_fp}, {_fs}) at y = {_y} is {_got[_y]}, expected "
-                                   f"{_want}: apply f_sibling first, then op(x, .), then f_parent")
+    _want = tuple(_fp[(_x & _fs[_y]) if _op == "&" else (_x | _fs[_y])] for _y in (0, 1))
+    check_tuple(f"rake_label({_op!r}, {_x}, {_fp}, {_fs})", call_quietly(rake_label, _op, _x, _fp, _fs), _want,
+                hint="apply f_sibling first, then op(x, .), then f_parent; return a tuple of two ints")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -799,12 +814,12 @@ def run_chain(step, s: str, max_steps: int) -> tuple:
 
 # %% tags=["tests"] grade_id="test_run_chain" points=2
 _s = "(!(0|1)&(1|!0))"
-_got = call_quietly(run_chain, cc.reduce_step, _s, 10)
-assert tuple(_got) == ("0", 3), f"run_chain(reduce_step, {_s!r}, 10) = {_got}, expected ('0', 3)"
-_got = call_quietly(run_chain, cc.reduce_step, "1", 5)
-assert tuple(_got) == ("1", 0), f"run_chain(reduce_step, '1', 5) = {_got}, expected ('1', 0): no call on a constant"
-_got = call_quietly(run_chain, lambda t: t, _s, 4)
-assert tuple(_got) == (None, 4), f"a step that never progresses: got {_got}, expected (None, 4)"
+check_tuple(f"run_chain(reduce_step, {_s!r}, 10)", call_quietly(run_chain, cc.reduce_step, _s, 10), ("0", 3),
+            hint="return (answer, steps): the final string '0' or '1' and the number of calls to step")
+check_tuple("run_chain(reduce_step, '1', 5)", call_quietly(run_chain, cc.reduce_step, "1", 5), ("1", 0),
+            hint="a constant needs no call to step")
+check_tuple("run_chain(step that never progresses, s, 4)", call_quietly(run_chain, lambda t: t, _s, 4), (None, 4),
+            hint="after max_steps calls without reaching '0' or '1', return (None, max_steps)")
 ok("run_chain: counts its calls, stops at a constant, gives up after max_steps")
 ### BEGIN HIDDEN TESTS
 _g = torch.Generator().manual_seed(47)
@@ -817,37 +832,39 @@ for _d in range(1, 8):
         _calls.append(t)
         return cc.reduce_step(t)
 
-    _got = call_quietly(run_chain, _counting, _s, _d)
-    assert tuple(_got) == (_v, _d) and len(_calls) == _d, \
-        f"depth {_d}, budget {_d}: got {_got} after {len(_calls)} calls, expected ({_v!r}, {_d}) after {_d}"
+    check_tuple(f"run_chain(step, formula of depth {_d}, {_d})", call_quietly(run_chain, _counting, _s, _d), (_v, _d))
+    assert len(_calls) == _d, f"depth {_d}, budget {_d}: step was called {len(_calls)} times, expected {_d}"
     _calls.clear()
-    _got = call_quietly(run_chain, _counting, _s, _d - 1)
-    assert tuple(_got) == (None, _d - 1) and len(_calls) == _d - 1, \
-        f"depth {_d}, budget {_d - 1}: got {_got} after {len(_calls)} calls, expected (None, {_d - 1}) after {_d - 1}"
-_got = call_quietly(run_chain, lambda t: "?", "(0|1)", 3)
-assert tuple(_got) == (None, 3), f"a step that returns garbage: got {_got}, expected (None, 3)"
-_got = call_quietly(run_chain, cc.reduce_step, "0", 0)
-assert tuple(_got) == ("0", 0), f"run_chain(step, '0', 0) = {_got}, expected ('0', 0)"
+    check_tuple(f"run_chain(step, formula of depth {_d}, {_d - 1})", call_quietly(run_chain, _counting, _s, _d - 1),
+                (None, _d - 1), hint="the budget runs out one call before the constant: (None, max_steps)")
+    assert len(_calls) == _d - 1, f"depth {_d}, budget {_d - 1}: step was called {len(_calls)} times, expected {_d - 1}"
+check_tuple("run_chain(step that returns garbage, '(0|1)', 3)", call_quietly(run_chain, lambda t: "?", "(0|1)", 3),
+            (None, 3))
+check_tuple("run_chain(step, '0', 0)", call_quietly(run_chain, cc.reduce_step, "0", 0), ("0", 0))
 ### END HIDDEN TESTS
 
 # %% [markdown]
 # ## 8. Experiment: direct answers against chain of thought at fixed depth
 #
-# **Models** (`companion.circuits.model`). One architecture for both: a 2-layer encoder, $d_\text{model} = 64$,
+# **Models** (`companion.circuits.model`). One architecture for all: an encoder with $d_\text{model} = 64$,
 # 4 heads, MLP width 128, a learned relative position bias per head (offsets clipped at $\pm 8$, as in Shaw et al.
-# 2018 and T5; no absolute positions), about 68 000 parameters.
+# 2018 and T5; no absolute positions); 2 layers (about 68 000 parameters) unless stated.
 #
-# * **Direct**: reads CLS + formula, answers 0/1 at the CLS position in **one** forward pass.
-# * **Chain of thought**: reads the current string and writes, at every position, what that symbol becomes in the
-#   next step (itself, a redex's value, or a blank); dropping the blanks gives the next string, which is fed back
-#   with your `run_chain`. A formula of depth $d$ costs $d$ forward passes.
+# * **Direct**: reads CLS + formula, answers 0/1 at the CLS position in **one** forward pass. Two of them: with
+#   2 layers, and with 4 layers (about 135 000 parameters), trained on the same formulas in the same order.
+# * **Chain of thought** (2 layers): reads the current string and writes, at every position, what that symbol
+#   becomes in the next step (itself, a redex's value, or a blank); dropping the blanks gives the next string, which
+#   is fed back with your `run_chain`. A formula of depth $d$ costs $d$ forward passes.
 #
-# **Training** (`python -m companion.circuits.train`, run once offline; 2 to 7 minutes per model on one CPU core,
-# depending on the machine's load):
-# 1500 AdamW steps of 64 fresh random formulas of depths 1 to 6 (at most 128 symbols), cross-entropy on the answer
-# (direct) or on every symbol of one randomly chosen step of the trace (CoT). The script is deterministic and writes
-# the two checkpoints shipped with the package (`companion/circuits/checkpoints/*.pt`, about 0.6 MB together); the
-# notebook loads them. Set `RETRAIN = True` to retrain here (several minutes).
+# **Training** (`python -m companion.circuits.train`, run once offline; 5 to 20 minutes per model on one core of a
+# busy CPU, the 4-layer model longest): 1500 AdamW steps of 64 fresh random formulas of depths 1 to 6
+# (at most 128 symbols), cross-entropy on the answer (direct) or on every symbol of one randomly chosen step of the
+# trace (CoT). The script is deterministic (one thread, fixed seeds) and writes the three checkpoints shipped with
+# the package (`companion/circuits/checkpoints/*.pt`, about 1.1 MB together); each records every training setting
+# and the sha256 of its weights, and the test suite checks that the shipped files are what the script makes
+# (with `TM_SLOW=1` it retrains them and compares bit for bit; the bits hold on the same CPU type and PyTorch
+# version, and change with the thread count or the CPU's vector instructions). The notebook loads them; set
+# `RETRAIN = True` to retrain here (tens of minutes).
 #
 # This chain of thought is not token-by-token autoregressive like Feng et al.'s: the model writes a whole step per
 # forward pass (each step is still a constant-depth computation, and the number of steps grows with the input,
@@ -859,11 +876,13 @@ if RETRAIN:
     from companion.circuits.train import train_model
 
     direct_model, _ = train_model("direct", progress=True)
+    direct4_model, _ = train_model("direct4", progress=True)
     cot_model, _ = train_model("cot", progress=True)
 else:
-    direct_model, cot_model = cm.load_model("direct"), cm.load_model("cot")
-n_params = sum(p.numel() for p in cot_model.parameters())
-print(f"{n_params} parameters per model; checkpoints in {cm.CHECKPOINT_DIR}")
+    direct_model, direct4_model, cot_model = cm.load_model("direct"), cm.load_model("direct4"), cm.load_model("cot")
+for name, m in (("direct, 2 layers", direct_model), ("direct, 4 layers", direct4_model), ("CoT, 2 layers", cot_model)):
+    print(f"{name}: {sum(p.numel() for p in m.parameters())} parameters")
+print(f"checkpoints in {cm.CHECKPOINT_DIR}")
 
 
 def model_step(s: str) -> str:
@@ -885,8 +904,8 @@ def recorded_model_step(t: str) -> str:
 
 answer, steps = run_chain(recorded_model_step, s, max_steps=10)
 print("model's chain of thought:", " -> ".join(trace))
-print(f"answer {answer} after {steps} steps; true value {int(evaluate_formula(s))}; "
-      f"direct model says {int(cm.direct_answer(direct_model, [s])[0])}")
+print(f"answer {answer} after {steps} steps; true value {int(evaluate_formula(s))}; direct models say "
+      f"{int(cm.direct_answer(direct_model, [s])[0])} (2 layers), {int(cm.direct_answer(direct4_model, [s])[0])} (4 layers)")
 
 # %% [markdown]
 # Accuracy against depth, on fresh formulas (a different seed from training), with depths 7 and 8 beyond training.
@@ -895,35 +914,72 @@ print(f"answer {answer} after {steps} steps; true value {int(evaluate_formula(s)
 # %%
 depths = list(range(1, 9))
 n_eval = scaled(full=400, reduced=100)
-res = cm.accuracy_by_depth(direct_model, cot_model, depths, n_eval, seed=2024)
-print(f"{'depth':>5s} {'length':>6s} | {'direct':>6s} {'CoT':>6s} {'baseline':>8s}   ({n_eval} formulas per depth)")
+res = cm.accuracy_by_depth(direct_model, cot_model, depths, n_eval, seed=2024, more_direct={"direct4": direct4_model})
+print(f"{'depth':>5s} {'length':>6s} | {'direct 2L':>9s} {'direct 4L':>9s} {'CoT 2L':>6s} {'baseline':>8s}"
+      f"   ({n_eval} formulas per depth)")
 for i, d in enumerate(depths):
-    print(f"{d:5d} {res['length'][i]:6.1f} | {res['direct'][i]:6.3f} {res['cot'][i]:6.3f} {res['baseline'][i]:8.3f}")
+    print(f"{d:5d} {res['length'][i]:6.1f} | {res['direct'][i]:9.3f} {res['direct4'][i]:9.3f} {res['cot'][i]:6.3f} "
+          f"{res['baseline'][i]:8.3f}")
 fig, ax = plt.subplots(figsize=(7, 4))
-cm.plot_accuracy(res, ax=ax, train_depths=[1, 6])
-ax.set_title("Same 2-layer model: the direct answer decays with depth, the chain of thought holds", fontsize=10)
+cm.plot_accuracy(res, ax=ax, train_depths=[1, 6],
+                 labels={"direct": "direct answer, 2 layers", "direct4": "direct answer, 4 layers"})
+ax.set_title("Direct answers decay with depth (4 layers later than 2); the 2-layer chain of thought holds",
+             fontsize=10)
 plt.show()
 plt.close(fig)
 
 # %% [markdown]
-# **Reading it.** At depths 1 and 2 (formulas of 4 to 9 symbols on average) both models are perfect. From depth 3
-# on, the direct model loses accuracy with every level: 0.94, 0.85, 0.79, then 0.69 at depth 6, the deepest it was
-# trained on, and 0.63 at depth 8, where the baseline (always answering the more frequent value) scores 0.52. Two
-# layers do a fixed amount of sequential work per answer; a deeper formula needs more, and beyond that the model can
-# only guess from features of the string that correlate with the value, which keeps it above the baseline but far
-# from perfect. The same architecture trained to take *one step at a time* is perfect up to depth 5 and at 0.99 on
-# depth 6. Beyond the trained depths it degrades (0.96 and 0.90 at depths 7 and 8). Its errors are mostly on long
-# strings: 53 of its 59 errors are on formulas of more than 60 symbols, which make up about 3% of the training
-# formulas. One misplaced blank or value in one step is never repaired by the next steps, so a chain of $d$ steps is
-# correct only if every one of its steps is: that is the price of a chain of thought.
+# Where does the chain of thought fail? Its errors, by the length of the formula, against how often such long
+# formulas occur in training (the first 20 000 training formulas of the direct models, drawn again with the
+# training script's seed and settings; the CoT model's formulas come from the same distribution):
+
+# %%
+from companion.circuits.train import run_spec
+
+_spec = run_spec("direct")
+_g = torch.Generator().manual_seed(_spec["seed"])
+train_lengths = [len(t) for _ in range(20_000 // _spec["batch"] + 1)
+                 for t in cm.formula_dataset(_spec["batch"], _spec["depths"], generator=_g, max_len=_spec["max_len"],
+                                             p_not=_spec["p_not"])][:20_000]
+_g = torch.Generator().manual_seed(2024)  # the evaluation formulas of accuracy_by_depth, drawn again
+eval_lengths = [len(t) for d in depths for t in cm.formula_dataset(n_eval, [d], generator=_g)]
+wrong = res["cot_wrong_lengths"]
+n_long = sum(n > 60 for n in eval_lengths)
+n_long_wrong = sum(n > 60 for n in wrong)
+print(f"CoT errors: {len(wrong)} of {len(eval_lengths)} formulas, {n_long_wrong} of them on formulas of more than "
+      f"60 symbols")
+print(f"error rate: {n_long_wrong / max(n_long, 1):.3f} on the {n_long} formulas of more than 60 symbols, "
+      f"{(len(wrong) - n_long_wrong) / (len(eval_lengths) - n_long):.4f} on the {len(eval_lengths) - n_long} shorter ones")
+print(f"formulas of more than 60 symbols: {sum(n > 60 for n in train_lengths) / len(train_lengths):.1%} of the "
+      f"training formulas, {n_long / len(eval_lengths):.1%} of the evaluation formulas")
+
+# %% [markdown]
+# **Reading it.** At depths 1 and 2 (formulas of 4 to 9 symbols on average) every model is perfect. From depth 3
+# on, the 2-layer direct model loses accuracy with every level: 0.94, 0.85, 0.79, then 0.70 at depth 6, the deepest
+# it was trained on, and 0.64 at depth 8, where the baseline (always answering the more frequent value) scores
+# 0.52. Two layers do a fixed amount of sequential work per answer; a deeper formula needs more, and beyond that the
+# model can only guess from features of the string that correlate with the value, which keeps it above the baseline
+# but far from perfect. With **4 layers** (same formulas, same number of steps) the curve moves up but keeps its
+# shape: 0.99, 0.93, 0.87 at depths 3 to 5, 0.75 at depth 6 and 0.68 at depth 8; from depth 4 to 7 that is about
+# what the 2-layer model scored one level shallower (0.93 against 0.94, 0.87 against 0.85, 0.75 against 0.79,
+# 0.71 against 0.70). The 2-layer model trained to take *one step at a time* is perfect up to
+# depth 5 and at 0.99 on depth 6. Beyond the trained depths it degrades (0.97 and 0.93 at depths 7 and 8). Its
+# errors are mostly on long strings (the cell above): 40 of its 47 errors are on formulas of more than 60 symbols,
+# which make up 3.6% of the training formulas (and 17% of the evaluation formulas, which reach depth 8): an error
+# rate of 0.074 on those, against 0.003 on the shorter ones. One misplaced blank or value in one step is never
+# repaired by the next steps, so a chain of $d$ steps is correct only if every one of its steps is: that is the
+# price of a chain of thought.
 #
 # **Against Feng et al. (2023).** Their task is arithmetic expressions, with models far larger than ours ($d$ in the
 # hundreds) trained much longer. Their logs report, for expressions with 4 operators: direct answers 63.6% with
 # 3 layers and 94.7% with 5 layers, chain of thought 99.99% with 3 layers; with 6 operators, direct 47.0% with
-# 5 layers against 99.98% with chain of thought. The shape is the same as ours: a fixed-depth model answering
-# directly loses accuracy as the expression grows, more layers help only for a while, and the same depth with a chain
-# of thought is near perfect. Neither experiment proves the theorem (both use bounded lengths, where some
-# constant-depth network exists for every finite set of inputs); they show what training finds.
+# 5 layers against 99.98% with chain of thought. On the points both experiments measure, they agree: a fixed-depth
+# model answering directly loses accuracy as the input grows; more layers raise that accuracy (3 to 5 layers there,
+# 2 to 4 here) without removing the decay (their 5-layer model falls from 94.7% to 47.0% between 4 and 6 operators,
+# our 4-layer one from 0.99 to 0.75 between depths 3 and 6); and a shallow model with a chain of thought is near
+# perfect. With two depths each, neither experiment says how the gain from more layers grows or shrinks with depth.
+# Neither proves the theorem either (both use bounded lengths, where some constant-depth network exists for every
+# finite set of inputs); they show what training finds.
 #
 # ## 9. Explore: formula depth, the tree, the rounds and the model's answers
 #
@@ -1010,8 +1066,9 @@ for name, circ in circuits.items():
 #    another forward pass that reads the previous ones' output, so $T$ steps compute a circuit of depth proportional
 #    to $T$, and once $T$ grows with $n$ the $\mathsf{TC}^0$ bound no longer applies. In our scheme $T$ is the
 #    formula's depth: $O(\log n)$ for balanced formulas, about $n/4$ for a caterpillar.
-# 5. **Silent about learning.** Our direct model's 0.79 at depth 5 (formulas of about 32 symbols) is not the theorem
-#    at work: the theorem says nothing about one finite length. It is what 1500 steps of training found. Conversely,
+# 5. **Silent about learning.** Our 2-layer direct model's 0.79 at depth 5 (formulas of about 32 symbols), and the
+#    4-layer one's 0.87, are not the theorem at work: the theorem says nothing about one finite length. They are what
+#    1500 steps of training found. Conversely,
 #    the theorems say which weights exist, not which ones training finds.
 #
 # ## Limits and pitfalls
@@ -1038,6 +1095,8 @@ for name, circ in circuits.items():
 # * J. Håstad, "Almost optimal lower bounds for small depth circuits", STOC 1986 (the switching lemma).
 # * N. Linial, Y. Mansour, N. Nisan, "Constant depth circuits, Fourier transform, and learnability", J. ACM 40, 1993.
 # * S. R. Buss, "The Boolean formula value problem is in ALOGTIME", STOC 1987.
+# * S. R. Buss, S. A. Cook, A. Gupta, V. Ramachandran, "An optimal parallel algorithm for formula evaluation",
+#   SIAM J. Comput. 21, 755-780, 1992.
 # * K. Abrahamson, N. Dadoun, D. Kirkpatrick, T. Przytycka, "A simple parallel tree contraction algorithm",
 #   J. Algorithms 10, 1989; G. L. Miller, J. H. Reif, "Parallel tree contraction and its application", FOCS 1985.
 # * H. Vollmer, *Introduction to Circuit Complexity: A Uniform Approach*, Springer, 1999.

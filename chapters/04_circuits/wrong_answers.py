@@ -327,6 +327,18 @@ def rake_label(op, x, f_parent, f_sibling):
     h = ((0, 1) if x else (0, 0)) if op == "&" else ((1, 1) if x else (0, 1))
     return tuple(f_parent[h[y]] for y in (0, 1))
 ''',
+        # right values, but a list: the exercise asks for a tuple (value at 0, value at 1)
+        "list_not_tuple": '''
+def rake_label(op, x, f_parent, f_sibling):
+    h = ((0, 1) if x else (0, 0)) if op == "&" else ((1, 1) if x else (0, 1))
+    return [f_parent[h[f_sibling[y]]] for y in (0, 1)]
+''',
+        # right values as bools: the exercise asks for ints
+        "bool_entries": '''
+def rake_label(op, x, f_parent, f_sibling):
+    h = ((0, 1) if x else (0, 0)) if op == "&" else ((1, 1) if x else (0, 1))
+    return tuple(bool(f_parent[h[f_sibling[y]]]) for y in (0, 1))
+''',
     },
     "cot_trace": {
         "leftmost_only": '''
@@ -436,6 +448,18 @@ def run_chain(step, s, max_steps):
             break
         current = step(current)
     return current, max_steps
+''',
+        # the answer as an int 0/1 instead of the string "0"/"1"
+        "int_answer": '''
+def run_chain(step, s, max_steps):
+    current = s
+    for calls in range(max_steps + 1):
+        if current in ("0", "1"):
+            return int(current), calls
+        if calls == max_steps:
+            break
+        current = step(current)
+    return None, max_steps
 ''',
         # calls step before looking: a constant costs one call
         "step_first": '''

@@ -14,8 +14,9 @@ LayerNorm and a linear head. No absolute positions.
   is applied again until one symbol is left. A formula of depth d takes d forward
   passes: the depth of the computation grows with the input, which one pass cannot do.
 
-Checkpoints (``checkpoints/direct.pt``, ``checkpoints/cot.pt``) are made by
-``python -m companion.circuits.train``; :func:`load_model` reads them.
+Checkpoints (``checkpoints/direct.pt``, ``checkpoints/direct4.pt``: the direct model with 4 layers
+instead of 2, ``checkpoints/cot.pt``) are made by ``python -m companion.circuits.train``;
+:func:`load_model` reads them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ __all__ = [
     "BLANK",
     "CHECKPOINT_DIR",
     "CLS",
+    "MODEL_KINDS",
     "PAD",
+    "SYMBOLS",
     "TOKENS",
     "TinyTransformer",
     "cot_answer",
@@ -50,18 +53,43 @@ __all__ = [
 
 TOKENS = ["<pad>", "0", "1", "!", "&", "|", "(", ")", "<cls>", "_"]
 PAD, CLS, BLANK = 0, 8, 9
-STOI = {ch: i for i, ch in enumerate(TOKENS) if len(ch) == 1}
+SYMBOLS = "01!&|()"  # the formula symbols, token ids 1..7
+STOI = {ch: i for i, ch in enumerate(TOKENS) if ch in SYMBOLS}
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+MODEL_KINDS = ("direct", "direct4", "cot")  # the shipped checkpoints (companion.circuits.train.MODELS)
+
+
+def _check_formulas(formulas: object, where: str) -> list[str]:
+    if isinstance(formulas, str) or not isinstance(formulas, (list, tuple)):
+        raise TypeError(f"{where}: formulas must be a list of str, got {type(formulas).__name__}")
+    if not formulas:
+        raise ValueError(f"{where}: formulas is empty; pass at least one formula")
+    for i, s in enumerate(formulas):
+        if not isinstance(s, str):
+            raise TypeError(f"{where}: formulas[{i}] must be a str, got {type(s).__name__}")
+        if not s:
+            raise ValueError(f"{where}: formulas[{i}] is the empty string")
+    return list(formulas)
 
 
 def encode(formulas: list[str], max_len: int | None = None) -> torch.Tensor:
-    """Token ids ``(batch, 1 + longest)``: CLS, then the symbols, then PAD."""
+    """Token ids ``(batch, 1 + longest)``: CLS, then the symbols, then PAD.
+
+    ``formulas``: a non-empty list of non-empty strings over ``0 1 ! & | ( )`` (not checked to be
+    well formed: the CoT model's own steps are encoded too). ``ValueError`` naming the formula and
+    position of any other character, or if a formula is longer than ``max_len``.
+    """
+    formulas = _check_formulas(formulas, "encode")
     longest = max(len(s) for s in formulas)
     if max_len is not None and longest > max_len:
         raise ValueError(f"a formula of {longest} symbols exceeds max_len={max_len}")
     out = torch.full((len(formulas), 1 + longest), PAD, dtype=torch.long)
     out[:, 0] = CLS
     for i, s in enumerate(formulas):
+        bad = next((j for j, c in enumerate(s) if c not in SYMBOLS), None)
+        if bad is not None:
+            raise ValueError(f"encode: formulas[{i}] = {s[:40]!r} has {s[bad]!r} at position {bad}; "
+                             f"the symbols are {SYMBOLS!r}")
         out[i, 1 : 1 + len(s)] = torch.tensor([STOI[c] for c in s], dtype=torch.long)
     return out
 
@@ -141,7 +169,12 @@ class TinyTransformer(nn.Module):
 
 @torch.no_grad()
 def direct_answer(model: TinyTransformer, formulas: list[str], batch_size: int = 512) -> torch.Tensor:
-    """The direct model's answers, bool ``(len(formulas),)``: one forward pass each."""
+    """The direct model's answers, bool ``(len(formulas),)``: one forward pass each.
+
+    The answer is the argmax of the logits of tokens ``0`` and ``1`` (ids 0, 1 of the head) at the
+    CLS position, computed in batches of ``batch_size`` formulas (the result does not depend on it).
+    """
+    formulas = _check_formulas(formulas, "direct_answer")
     model.eval()
     out = []
     for i in range(0, len(formulas), batch_size):
@@ -159,6 +192,7 @@ def cot_answer(model: TinyTransformer, formulas: list[str], max_steps: int | Non
     max_steps" (an invalid chain counts as wrong), and each model-written trace.
     ``max_steps`` defaults to the longest formula's length.
     """
+    formulas = _check_formulas(formulas, "cot_answer")
     model.eval()
     traces = [[s] for s in formulas]
     live = [i for i, s in enumerate(formulas) if s not in ("0", "1")]
@@ -184,7 +218,19 @@ def cot_answer(model: TinyTransformer, formulas: list[str], max_steps: int | Non
 
 def formula_dataset(n: int, depths: list[int], *, generator: torch.Generator, max_len: int = 128,
                     p_not: float = 0.25) -> list[str]:
-    """``n`` random formulas with depths cycling through ``depths``, each at most ``max_len`` symbols."""
+    """``n`` random formulas, the i-th of depth ``depths[i % len(depths)]``, each at most ``max_len`` symbols.
+
+    Formulas are drawn with :func:`random_formula` from ``generator``; one longer than ``max_len`` is
+    dropped and redrawn at the same depth (so lengths are those of ``random_formula`` conditioned on
+    ``<= max_len``). Deterministic given the generator's state.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    if isinstance(depths, (str, bytes)) or not isinstance(depths, (list, tuple, range)) or not len(depths):
+        raise ValueError(f"depths must be a non-empty list of depths, got {depths!r}")
+    if max_len < max(depths) + 1:
+        raise ValueError(f"max_len={max_len} is shorter than the shortest formula of depth {max(depths)} "
+                         f"({max(depths) + 1} symbols)")
     out = []
     i = 0
     while len(out) < n:
@@ -196,9 +242,9 @@ def formula_dataset(n: int, depths: list[int], *, generator: torch.Generator, ma
 
 
 def load_model(kind: str, path: str | Path | None = None) -> TinyTransformer:
-    """Load the shipped ``direct`` or ``cot`` checkpoint (or one at ``path``)."""
-    if kind not in ("direct", "cot"):
-        raise ValueError(f"kind must be 'direct' or 'cot', got {kind!r}")
+    """Load a shipped checkpoint, ``kind`` in :data:`MODEL_KINDS` (or the one at ``path``), in eval mode."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"kind must be one of {MODEL_KINDS}, got {kind!r}")
     path = Path(path) if path is not None else CHECKPOINT_DIR / f"{kind}.pt"
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; make it with: python -m companion.circuits.train")
@@ -210,15 +256,25 @@ def load_model(kind: str, path: str | Path | None = None) -> TinyTransformer:
 
 
 def accuracy_by_depth(direct: TinyTransformer | None, cot: TinyTransformer | None, depths: list[int], n: int,
-                      *, seed: int = 0, max_len: int = 128) -> dict[str, list[float]]:
+                      *, seed: int = 0, max_len: int = 128,
+                      more_direct: dict[str, TinyTransformer] | None = None) -> dict[str, list[float]]:
     """Accuracy of each model on ``n`` fresh formulas per depth (seeded), and the majority-answer baseline.
 
-    Returns ``{"depth", "direct", "cot", "cot_valid", "baseline", "length"}``: one entry per depth;
-    ``cot`` counts a chain that does not end in 0/1 as wrong; ``baseline`` is the accuracy of always
-    answering the more frequent value at that depth; ``length`` the mean number of symbols.
+    Returns ``{"depth", "direct", "cot", "cot_valid", "baseline", "length", "cot_wrong_lengths"}`` and one
+    key per entry of ``more_direct`` (further direct models, scored on the same formulas). All but the last
+    hold one entry per depth; ``cot`` counts a chain that does not end in 0/1 as wrong; ``baseline`` is the
+    accuracy of always answering the more frequent value at that depth; ``length`` the mean number of
+    symbols; ``cot_wrong_lengths`` the length of every formula (all depths) the chain of thought got wrong.
+    A model given as None scores NaN.
     """
+    more_direct = dict(more_direct or {})
+    fixed = ("depth", "direct", "cot", "cot_valid", "baseline", "length", "cot_wrong_lengths")
+    clash = set(more_direct) & set(fixed)
+    if clash:
+        raise ValueError(f"more_direct names {sorted(clash)} are taken; use other names")
     g = torch.Generator().manual_seed(seed)
-    res: dict[str, list[float]] = {k: [] for k in ("depth", "direct", "cot", "cot_valid", "baseline", "length")}
+    res: dict[str, list[float]] = {k: [] for k in (*fixed, *more_direct)}
+    nan = float("nan")
     for d in depths:
         formulas = formula_dataset(n, [d], generator=g, max_len=max_len)
         truth = torch.tensor([evaluate_formula(s) for s in formulas])
@@ -226,25 +282,44 @@ def accuracy_by_depth(direct: TinyTransformer | None, cot: TinyTransformer | Non
         res["length"].append(sum(len(s) for s in formulas) / n)
         p1 = truth.float().mean().item()
         res["baseline"].append(max(p1, 1 - p1))
-        res["direct"].append((direct_answer(direct, formulas) == truth).float().mean().item() if direct else float("nan"))
+        for name, m in (("direct", direct), *more_direct.items()):
+            res[name].append((direct_answer(m, formulas) == truth).float().mean().item() if m is not None else nan)
         if cot is not None:
             ans, valid, _ = cot_answer(cot, formulas, max_steps=d + 2)
-            res["cot"].append(((ans == truth) & valid).float().mean().item())
+            right = (ans == truth) & valid
+            res["cot"].append(right.float().mean().item())
             res["cot_valid"].append(valid.float().mean().item())
+            res["cot_wrong_lengths"].extend(float(len(s)) for s, r in zip(formulas, right.tolist()) if not r)
         else:
-            res["cot"].append(float("nan"))
-            res["cot_valid"].append(float("nan"))
+            res["cot"].append(nan)
+            res["cot_valid"].append(nan)
     return res
 
 
-def plot_accuracy(res: dict[str, list[float]], ax=None, *, train_depths: list[int] | None = None):
-    """Accuracy against formula depth: direct, chain of thought, and the majority baseline. Returns the axes."""
+def plot_accuracy(res: dict[str, list[float]], ax=None, *, train_depths: list[int] | None = None,
+                  labels: dict[str, str] | None = None):
+    """Accuracy against formula depth: chain of thought, direct, the majority baseline. Returns the axes.
+
+    ``res`` as returned by :func:`accuracy_by_depth`. Curves: ``res["cot"]`` and ``res["direct"]`` (unless
+    all NaN), then every key of ``labels`` (which may also rename those two), each labelled by its value;
+    the baseline dotted; the trained depths shaded if ``train_depths`` is given.
+    """
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(res["depth"], res["cot"], marker="o", label="chain of thought (one step per pass)")
-    ax.plot(res["depth"], res["direct"], marker="s", label="direct answer (one pass)")
+    names = {"cot": "chain of thought (one step per pass)", "direct": "direct answer (one pass)"}
+    names.update(labels or {})
+    markers = iter("os^Dv<>p")
+    for key, label in names.items():
+        if key not in res:
+            raise KeyError(f"plot_accuracy: no curve {key!r} in res (keys: {sorted(res)})")
+        if len(res[key]) != len(res["depth"]):
+            raise ValueError(f"plot_accuracy: res[{key!r}] has {len(res[key])} entries, res['depth'] has "
+                             f"{len(res['depth'])}")
+        if all(math.isnan(v) for v in res[key]):
+            continue
+        ax.plot(res["depth"], res[key], marker=next(markers, "o"), label=label)
     ax.plot(res["depth"], res["baseline"], ls=":", color="0.4", label="always the more frequent value")
     if train_depths:
         ax.axvspan(min(train_depths) - 0.5, max(train_depths) + 0.5, color="0.9", zorder=0, label="trained depths")
@@ -256,7 +331,11 @@ def plot_accuracy(res: dict[str, list[float]], ax=None, *, train_depths: list[in
 
 
 def show_formula(s: str, direct: TinyTransformer | None = None, cot: TinyTransformer | None = None, ax=None):
-    """The widget's picture: the formula's tree coloured by contraction round, titled with the models' answers."""
+    """The widget's picture: the formula's tree coloured by contraction round, titled with the models' answers.
+
+    Title: the true value, the depth, the number of contraction rounds, then (if given) the direct
+    model's answer and the CoT model's answer (or ``invalid``) with its number of steps. Returns the axes.
+    """
     from companion.circuits.formulas import evaluate_formula_parallel, formula_depth, plot_formula
 
     value, rounds = evaluate_formula_parallel(s)
