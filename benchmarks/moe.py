@@ -36,68 +36,75 @@ Timings on a shared machine are noisy: the load average is printed with them, th
 minimum over repeats is reported, and for sorted vs dense also the median of the
 per-round ratios (the two run back to back in every round).
 
-Output of the final run (``python benchmarks/moe.py``, 2 shared AMD EPYC cores, MKL,
-torch 2.13.0+cpu, other jobs keeping the load average between 8 and 12)::
+Output on an otherwise idle machine (``python benchmarks/moe.py``, 2 AMD EPYC cores,
+MKL, torch 2.13.0+cpu; the load average printed is this script's own)::
 
-    # CPU, float32, T = 8192, d = 512, d_ff = 1024, E = 16, k = 2, 2 threads, torch 2.13.0+cpu, best of 5, load average 7.90 at start
+    # CPU, float32, T = 8192, d = 512, d_ff = 1024, E = 16, k = 2, 2 threads, torch 2.13.0+cpu, best of 5, load average 1.17 at start
     # active FLOPs 6·T·k·d·d_ff = 51.5 GFLOP; dense baseline: one SwiGLU on T·k = 16384 rows
 
-    dropless, load average 9.58 -> 9.85:
-                   dense:   1634.7 ms    31.5 GFLOP/s
-            dense, fused:   1534.2 ms    33.6 GFLOP/s
-                  sorted:   2606.6 ms    19.8 GFLOP/s
-         sorted, unfused:   3064.0 ms    16.8 GFLOP/s
-      sorted, grouped_mm:   2756.0 ms    18.7 GFLOP/s
-                    loop:   5083.4 ms    10.1 GFLOP/s
-                  einsum:  18540.7 ms     2.8 GFLOP/s
-      einsum / sorted       = 7.11x   (target >= 3: met)
-      sorted / dense        = 1.59x   (target <= 1.3: NOT met); median of the 5 back-to-back pairs 2.12x
-      sorted / dense, fused = 1.70x   (like for like)
-      sorted, unfused / sorted = 1.18x; loop / sorted = 1.95x
+    dropless, load average 1.24 -> 1.38:
+                   dense:    327.2 ms   157.5 GFLOP/s
+            dense, fused:    323.5 ms   159.3 GFLOP/s
+                  sorted:    317.3 ms   162.4 GFLOP/s
+         sorted, unfused:    311.6 ms   165.4 GFLOP/s
+      sorted, grouped_mm:    389.4 ms   132.4 GFLOP/s
+                    loop:    314.1 ms   164.1 GFLOP/s
+                  einsum:   3143.9 ms    16.4 GFLOP/s
+      einsum / sorted       = 9.91x   (target >= 3: met)
+      sorted / dense        = 0.97x   (target <= 1.3: met); median of the 5 back-to-back pairs 0.99x
+      sorted / dense, fused = 0.98x   (like for like)
+      sorted, unfused / sorted = 0.98x; loop / sorted = 0.99x
 
-    capacity factor 1.25 (0.0% dropped), load average 9.81 -> 10.43:
-                   dense:   1727.3 ms    29.8 GFLOP/s
-            dense, fused:   1748.1 ms    29.5 GFLOP/s
-                  sorted:   3448.6 ms    14.9 GFLOP/s
-                  einsum:  16340.0 ms     3.2 GFLOP/s
-      einsum / sorted       = 4.74x   (target >= 3: met)
-      sorted / dense        = 2.00x   (target <= 1.3: NOT met); median of the 5 back-to-back pairs 2.04x
-      sorted / dense, fused = 1.97x   (like for like)
+    capacity factor 1.25 (0.0% dropped), load average 1.35 -> 1.47:
+                   dense:    340.1 ms   151.5 GFLOP/s
+            dense, fused:    332.3 ms   155.1 GFLOP/s
+                  sorted:    332.0 ms   155.3 GFLOP/s
+                  einsum:   4024.3 ms    12.8 GFLOP/s
+      einsum / sorted       = 12.12x   (target >= 3: met)
+      sorted / dense        = 0.98x   (target <= 1.3: met); median of the 5 back-to-back pairs 1.08x
+      sorted / dense, fused = 1.00x   (like for like)
 
-    where the time goes (dropless, 2 threads unless said), load average 10.44 -> 11.63:
-                    moe_ffn sorted (all):   3071.1 ms    16.8 GFLOP/s
-                        its matmuls only:   2870.0 ms    18.0 GFLOP/s
-                     all but its matmuls:    483.4 ms
-                            dense, fused:   1788.1 ms    28.8 GFLOP/s
-           dense, fused, 1024-row blocks:   3667.5 ms    14.1 GFLOP/s
-       expert matmuls, 2 threads dynamic:   1641.9 ms    31.4 GFLOP/s
-         dense blocks, 2 threads dynamic:   1405.1 ms    36.7 GFLOP/s
-      routing, losses, sorting, gathering, combining: 483 ms (16% of the sorted path)
-      dense in 1024-row blocks / in one: 2.05x; expert matmuls / dense, fused: 1.61x
-      dynamic scheduling: expert matmuls / dense blocks = 1.17x; expert matmuls dynamic / intra-op = 0.57x
+    where the time goes (dropless, 2 threads unless said), load average 1.47 -> 1.55:
+                    moe_ffn sorted (all):    353.2 ms   145.9 GFLOP/s
+                        its matmuls only:    300.5 ms   171.5 GFLOP/s
+                     all but its matmuls:     23.3 ms
+                            dense, fused:    331.6 ms   155.4 GFLOP/s
+           dense, fused, 1024-row blocks:    303.3 ms   170.0 GFLOP/s
+       expert matmuls, 2 threads dynamic:    300.5 ms   171.5 GFLOP/s
+         dense blocks, 2 threads dynamic:    309.1 ms   166.8 GFLOP/s
+      routing, losses, sorting, gathering, combining: 23 ms (7% of the sorted path)
+      dense in 1024-row blocks / in one: 0.91x; expert matmuls / dense, fused: 0.91x
+      dynamic scheduling: expert matmuls / dense blocks = 0.97x; expert matmuls dynamic / intra-op = 1.00x
 
-    the same with 1 thread, load average 10.43:
-                    moe_ffn sorted (all):   1528.4 ms    33.7 GFLOP/s
-                        its matmuls only:   1585.1 ms    32.5 GFLOP/s
-                            dense, fused:   1703.9 ms    30.2 GFLOP/s
-           dense, fused, 1024-row blocks:   1497.0 ms    34.4 GFLOP/s
-                                   dense:   1604.1 ms    32.1 GFLOP/s
-      sorted / dense = 0.95x; dense in 1024-row blocks / in one: 0.88x
+    the same with 1 thread, load average 1.40:
+                    moe_ffn sorted (all):    609.2 ms    84.6 GFLOP/s
+                        its matmuls only:    552.4 ms    93.3 GFLOP/s
+                            dense, fused:    629.1 ms    81.9 GFLOP/s
+           dense, fused, 1024-row blocks:    563.6 ms    91.5 GFLOP/s
+                                   dense:    631.6 ms    81.6 GFLOP/s
+      sorted / dense = 0.96x; dense in 1024-row blocks / in one: 0.90x
 
     moe.py: no CUDA device available; the GPU part (grouped matmul vs loop, TFLOP/s) needs an NVIDIA GPU. Skipped.
 
-Reading it: the einsum target is met (7.1x and 4.7x); ``sorted / dense <= 1.3`` is
-**not met with 2 threads** (1.59x dropless, 2.00x at capacity factor 1.25; three
-earlier full runs, at load averages from 6 to above 20, gave 1.5x to 2.3x). With 1
-thread it is met (0.95x). The gap is the cost of running the same matmuls as 16
-blocks of about 1024 rows with 2 intra-op threads on a loaded machine: the dense
-FFN cut into such blocks is 2.05x slower than in one piece here (1.47x to 1.56x in
-the earlier runs) but not slower with 1 thread (0.88x), and the sorted path's expert
-matmuls cost about what those dense blocks cost. The dispatch around them (routing,
-losses, sorting, gathering, combining) is 16% of the sorted path here (11% in an
-earlier run). Scheduled dynamically, whole experts over 2 single-threaded workers,
-the expert matmuls cost 0.94x to 1.19x the dense blocks scheduled the same way
-(four runs).
+Reading it: both targets are met on an idle machine: einsum / sorted 9.9x and 12.1x
+(target at least 3), sorted / dense 0.97x dropless and 0.98x at capacity factor 1.25
+(target at most 1.3). A second idle run gave 8.6x / 11.0x and 1.06x / 1.00x. What
+got the sorted path there: gate and up in one matmul of width 2·d_ff per expert from
+the layout ``MoELayer`` holds (``fuse_gate_up``), outputs written in place with
+``out=`` into one scratch buffer, a gather and a small batched matmul to combine.
+``torch._grouped_mm``, which this CPU build runs, was slower (389 against 317 ms).
+
+On a loaded machine the 2-thread ratio is not met: with other jobs keeping the load
+average between 8 and 12, the same script gave sorted / dense 1.59x dropless and
+2.00x at capacity factor 1.25 (three earlier loaded runs: 1.5x to 2.3x), einsum /
+sorted 7.1x and 4.7x, and with 1 thread 0.95x. The cause, measured in those runs:
+16 matmuls of about 1024 rows with 2 intra-op threads each end when their slower
+half ends, and when other jobs hold the cores many short matmuls lose more to that
+wait than three long ones (the dense FFN cut into such blocks was 2.05x slower than
+in one piece there, 0.91x here). Scheduled dynamically, whole experts over 2
+single-threaded workers, the expert matmuls cost 0.94x to 1.19x the dense blocks
+even under load; ``moe_ffn`` does not do this, as it would change the process-wide
+thread count.
 """
 
 from __future__ import annotations

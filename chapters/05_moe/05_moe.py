@@ -1154,39 +1154,34 @@ print(f"loop / sorted = {t_loop / t_sorted:.2f}x, sorted / dense = {t_sorted / t
                                        if stats_s["grouped_mm_error"] else ""))
 
 # %% [markdown]
-# **What the benchmark measured** (`python benchmarks/moe.py`, 2 shared CPU cores whose load average was 8 to 12 from
-# other jobs, best of 5 rounds in which the variants take turns; the script's docstring holds the whole output).
-# Printed by the final run:
+# **What the benchmark measured** (`python benchmarks/moe.py`, 2 CPU cores, best of 5 rounds in which the variants
+# take turns; the script's docstring holds the whole output). On an otherwise idle machine:
 #
 # ```
-# dropless:               einsum / sorted = 7.11x (target >= 3: met)
-#                         sorted / dense  = 1.59x (target <= 1.3: NOT met); median of the 5 back-to-back pairs 2.12x
-# capacity factor 1.25:   einsum / sorted = 4.74x (target >= 3: met)
-#                         sorted / dense  = 2.00x (target <= 1.3: NOT met); median of the 5 back-to-back pairs 2.04x
-# 1 thread, dropless:     sorted / dense  = 0.95x
-# 2 threads: routing, losses, sorting, gathering, combining: 483 ms (16% of the sorted path)
-#            dense in 1024-row blocks / in one: 2.05x; expert matmuls / dense, fused: 1.61x
-# 1 thread:  dense in 1024-row blocks / in one: 0.88x
+# dropless:               einsum / sorted = 9.91x (target >= 3: met)
+#                         sorted / dense  = 0.97x (target <= 1.3: met); median of the 5 back-to-back pairs 0.99x
+# capacity factor 1.25:   einsum / sorted = 12.12x (target >= 3: met)
+#                         sorted / dense  = 0.98x (target <= 1.3: met); median of the 5 back-to-back pairs 1.08x
+# 1 thread, dropless:     sorted / dense  = 0.96x
+# routing, losses, sorting, gathering, combining: 23 ms (7% of the sorted path)
 # ```
 #
-# So the einsum target is met, and **the target of at most 1.3x against the dense FFN is not met with 2 threads**:
-# 1.59x dropless and 2.00x at capacity factor 1.25 in this run, 1.5x to 2.3x in three earlier runs. With 1 thread the
-# sorted path is as fast as the dense FFN (0.95x). What we did to get here: gate and up in one matmul of width
-# $2 d_{ff}$ per expert, from the layout `MoELayer` holds (`cm.fuse_gate_up`; the unfused path was 1.18x slower in
-# this run); outputs written in place with `out=` and one scratch buffer reused by all experts; a gather and a small
-# batched matmul to combine, instead of a scatter-add. `torch._grouped_mm`, which this CPU build of PyTorch runs, was
-# not faster (2756 against 2607 ms).
+# So both targets are met on an idle machine (a second idle run: 1.06x and 1.00x against the dense FFN). What got the
+# sorted path there: gate and up in one matmul of width $2 d_{ff}$ per expert, from the layout `MoELayer` holds
+# (`cm.fuse_gate_up`); outputs written in place with `out=` and one scratch buffer reused by all experts; a gather and
+# a small batched matmul to combine, instead of a scatter-add. `torch._grouped_mm`, which this CPU build of PyTorch
+# runs, was slower (389 against 317 ms).
 #
-# Where the rest goes, measured in the same run. The dispatch itself (everything but the expert matmuls) takes 16 % of
-# the time (11 % in an earlier run). The expert matmuls are the same FLOPs as the dense FFN's, cut into 16 blocks of about 1024 rows,
-# and that cut alone costs: the dense FFN run as 16 such blocks is 2.05x slower than in one piece (1.5x in earlier
-# runs) with 2 threads, and not slower with 1 thread. With 2 intra-op threads every matmul is split between the two
+# **On a loaded machine the picture changes.** With other jobs keeping the load average between 8 and 12, the same
+# script gave sorted / dense 1.59x dropless and 2.00x at capacity factor 1.25 (1.5x to 2.3x in three earlier loaded
+# runs), while with 1 thread the sorted path stayed as fast as the dense FFN (0.95x). The expert matmuls are the dense
+# FFN's FLOPs cut into 16 blocks of about 1024 rows. With 2 intra-op threads every matmul is split between the two
 # cores and ends when its slower half ends; when other jobs hold the cores, many short matmuls lose more to that wait
-# than three long ones. The script checks this by running the matmuls on 2 Python threads with 1 core each, taking
-# whole experts (or dense blocks) as they free up, with no barrier inside a matmul: then the expert matmuls cost 0.94x
-# to 1.19x the dense blocks (four runs). `moe_ffn` does not do this, because it would change the process-wide thread
-# count. On an idle machine, or on a GPU with one grouped kernel for all experts, the picture may differ; we could
-# measure neither.
+# than three long ones: the dense FFN run as 16 such blocks was 2.05x slower than in one piece under load, 0.91x on the
+# idle machine. The script checks this by running the matmuls on 2 Python threads with 1 core each, taking whole
+# experts (or dense blocks) as they free up, with no barrier inside a matmul: then the expert matmuls cost 0.94x to
+# 1.19x the dense blocks even under load. `moe_ffn` does not do this, because it would change the process-wide thread
+# count. A GPU, with one grouped kernel for all experts, we could not measure.
 
 # %% [markdown]
 # ## Limits and pitfalls
