@@ -38,8 +38,17 @@ def _copy_assignment(src, dst, chapter: str) -> None:
 def write_gradebook(path: Path, results: list["Result"], templates: dict[str, Path], course_id: str) -> None:
     """Record ``results`` in the gradebook at ``path`` (created if missing). ``templates``: chapter -> the
     template course root whose gradebook holds that chapter's assignment."""
+    import warnings
+
     from nbgrader.api import Gradebook, MissingEntry
 
+    with warnings.catch_warnings():
+        # nbgrader's add_submission trips SQLAlchemy's "not in session" autoflush warning; the rows are written
+        warnings.filterwarnings("ignore", message=".*not in session.*")
+        _write(path, results, templates, course_id, Gradebook, MissingEntry)
+
+
+def _write(path, results, templates, course_id, Gradebook, MissingEntry) -> None:
     with Gradebook(f"sqlite:///{path}", course_id) as dst:
         for chapter, course_root in sorted(templates.items()):
             with Gradebook(f"sqlite:///{course_root / 'gradebook.db'}", course_id) as src:
