@@ -15,6 +15,29 @@ grades the same batch four ways and prints seconds and ratios in one run:
 ``--each-chapter`` instead grades one complete submission of every chapter on its own (sandboxed,
 --jobs 1, nothing else running in the batch) and prints its seconds against the 30 s per submission target.
 
+Measured on an otherwise idle machine (2 AMD EPYC cores, 2026-12-08)::
+
+    40 submissions of 00_orientation, 2 cores, load average 0.0
+    plain nbgrader (autograde + feedback)       180.3 s    4.51 s/submission   1.00x plain
+    ours, sandbox off, --jobs 1                 179.8 s    4.49 s/submission   1.00x plain
+    ours, sandbox on,  --jobs 1                 183.9 s    4.60 s/submission   1.02x plain
+    ours, sandbox on,  --jobs 2                 110.8 s    2.77 s/submission   0.61x plain
+    sandbox overhead: +0.10 s per submission (sandbox on vs off, --jobs 1)
+    overhead over plain nbgrader: +0.09 s per submission (--jobs 1)
+    parallel speedup --jobs 2 vs --jobs 1: 1.66x
+
+    one complete submission per chapter, graded alone (--jobs 1, sandbox require), load average 0.9
+    00_orientation     8/8 graded    15.3 s  ok
+    01_attention_io    24/24 graded    16.9 s  ok
+    02_rope            25/25 graded    19.0 s  ok
+    03_icl             22/22 graded    24.2 s  ok
+    04_circuits        24/24 graded    17.5 s  ok
+    05_moe             28/28 graded    17.1 s  ok
+
+Targets (issue): sandbox overhead at most 2 s per submission over plain nbgrader (+0.09 s), parallel speedup
+at least 1.6x on 2 cores (1.66x), at most 30 s per submission (15 to 24 s). On a loaded machine all of these
+move; compare only lines from one run.
+
 Honest submissions only, so plain nbgrader can grade the whole batch (a hostile one can abort it:
 shared/PITFALLS.md items 7 and 9).
 """
