@@ -3,7 +3,22 @@
 Run: ``python benchmarks/icl.py`` (one to three minutes on one CPU core, depending on how busy the machine is; a GPU
 table too when CUDA is present).
 
-Recorded output of the defaults, two consecutive runs on a shared 2-core CPU that other jobs kept busy (time per
+Recorded output of the defaults on an otherwise idle 2-core AMD EPYC machine (2026-12-08)::
+
+    # CPU, float32, batch 4096 prompts, d = 10, 1 threads, load 0.92, best of 7; ratios against explicit GD (gd_predict)
+
+       n   T | gd us/prompt | lsa us/prompt  lsa/gd | quadratic us  quad/gd
+    -----------------------------------------------------------------------
+      20   1 |        0.769 |         8.600   11.18 |        8.806    11.45
+      20   4 |        0.939 |        17.755   18.90 |       17.891    19.05
+      20  16 |        1.738 |        70.076   40.31 |       71.284    41.01
+      80   1 |        2.210 |        24.240   10.97 |       42.426    19.20
+      80   4 |        2.575 |        69.200   26.87 |      154.276    59.91
+      80  16 |        3.292 |       270.744   82.24 |      629.296   191.15
+
+    # load average (1 min) at the end: 0.97
+
+And two consecutive runs on a shared 2-core CPU that other jobs kept busy (time per
 prompt in microseconds and the ratio to explicit GD; the header and footer lines are the script's own)::
 
     # CPU, float32, batch 4096 prompts, d = 10, 1 threads, load 10.95, best of 7; ratios against explicit GD (gd_predict)
@@ -36,7 +51,7 @@ between runs (n = 20, T = 4: 21x and 37x), and the small, overhead-bound setting
 at load ~4 (2.95x at n = 20, T = 1; 40x at n = 80, T = 16) did not reproduce under heavier load (a reviewer measured
 11.5x for the first). What is robust: the looped LSA is one to two orders of magnitude slower per prompt than explicit
 GD, the gap grows with T and n (the transformer moves n + 1 tokens through every loop, GD one vector), and the
-quadratic order loses a further 2x to 3x at n = 80. Rerun on an idle machine for absolute numbers. No GPU was available
+quadratic order loses a further 2x to 3x at n = 80 (the idle run above: 11x to 82x for the linear order). No GPU was available
 when these were recorded; GPU numbers have not been measured.
 
 Both compute the same number, the prediction after ``T`` GD steps on ``L(w) = 1/(2n) ||X w - y||^2``
